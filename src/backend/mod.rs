@@ -1,0 +1,1 @@
+//! Backend trait of primitive ops and its implementations (in progress).

@@ -1,0 +1,213 @@
+//! `manifest.toml`: the table of contents of a prepared dataset directory (written last by `mfd prepare`, so a
+//! directory without it is not a dataset). It names every file with its SHA-256, the contig table, the class
+//! order and the split rule. Format documented in docs/FORMATS.md.
+
+use crate::data::binfile::write_atomic;
+use crate::error::{IoContext, MfdError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const FORMAT: &str = "mfd-dataset";
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_FILE: &str = "manifest.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always "mfd-dataset".
+    pub format: String,
+    pub version: u32,
+    /// Tile (label bin) size in bp, 128.
+    pub tile_size: u32,
+    /// Number of classes (experiments) O.
+    pub num_classes: u32,
+    /// Bytes per label row: ceil(O / 64) * 8 (bit o of a row is byte o / 8, bit o % 8, LSB first).
+    pub label_row_bytes: u32,
+    /// Preparation settings used.
+    pub settings: PrepareSettings,
+    /// Input files with checksums.
+    pub sources: Vec<SourceFile>,
+    /// Contigs in FASTA order; `offset` is the contig's first base in genome.bin.
+    pub contigs: Vec<Contig>,
+    /// Experiment ids in class order (class i = classes[i]).
+    pub classes: Vec<String>,
+    pub counts: Counts,
+    /// Derived files (genome.bin, metadata.tsv, classes.tsv) with checksums.
+    pub files: Vec<DataFile>,
+    /// Tile/label shards in global tile order.
+    pub shards: Vec<Shard>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareSettings {
+    /// A tile is positive for an experiment when a peak overlaps it by at least this many bp.
+    pub min_overlap: u32,
+    /// Tiles are kept when at least this many experiments are positive.
+    pub min_positive: u32,
+    /// Test contig names as given (matched with or without "chr").
+    pub test_contigs: Vec<String>,
+    /// Validation rule: "reference-blocks" (mfd-spec.md 6.3).
+    pub val_rule: String,
+    /// Fraction used by the validation rule (0.05).
+    pub val_fraction: f64,
+    /// Tiles per shard file.
+    pub shard_tiles: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// "fasta", "peaks_table", "metadata", or "peaks:<experiment>".
+    pub role: String,
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contig {
+    pub name: String,
+    pub length: u64,
+    pub offset: u64,
+    /// Bases that were IUPAC ambiguity codes other than N (stored as N = 4).
+    pub iupac_bases: u64,
+    /// Bases that were N.
+    pub n_bases: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    pub tiles: u64,
+    pub train: u64,
+    pub val: u64,
+    pub test: u64,
+    /// Positive (tile, class) pairs over all kept tiles.
+    pub positives: u64,
+    /// Peaks read, and peaks dropped because they touched no kept tile (never silently: reported by prepare).
+    pub peaks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    pub index: u32,
+    /// Global index of the shard's first tile.
+    pub first_tile: u64,
+    pub num_tiles: u64,
+    /// `tiles-NNNNN.bin`: u32 (num_tiles, 4) = (contig index, start bp, split 0 train / 1 val / 2 test, positives).
+    pub tiles: DataFile,
+    /// `labels-NNNNN.bin`: u8 (num_tiles, label_row_bytes) bitsets.
+    pub labels: DataFile,
+}
+
+pub const SPLIT_TRAIN: u32 = 0;
+pub const SPLIT_VAL: u32 = 1;
+pub const SPLIT_TEST: u32 = 2;
+
+impl Manifest {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST_FILE);
+        if !path.exists() {
+            return Err(MfdError::input(
+                &path,
+                None,
+                None,
+                "missing: not a prepared dataset (or `mfd prepare` did not finish); HINT: run `mfd prepare`",
+            ));
+        }
+        let text = std::fs::read_to_string(&path).at(&path)?;
+        let m: Manifest = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].lines().count() as u64);
+            MfdError::input(&path, line, None, e.message().to_string())
+        })?;
+        if m.format != FORMAT {
+            return Err(MfdError::input(&path, None, Some("format"), format!("'{}', expected '{FORMAT}'", m.format)));
+        }
+        if m.version != FORMAT_VERSION {
+            return Err(MfdError::input(
+                &path,
+                None,
+                Some("version"),
+                format!("{}, this build reads {FORMAT_VERSION}", m.version),
+            ));
+        }
+        if m.classes.len() != m.num_classes as usize {
+            return Err(MfdError::input(
+                &path,
+                None,
+                Some("classes"),
+                format!("{} ids for num_classes = {}", m.classes.len(), m.num_classes),
+            ));
+        }
+        if m.label_row_bytes as usize != label_row_bytes(m.num_classes as usize) {
+            return Err(MfdError::input(&path, None, Some("label_row_bytes"), "does not match num_classes"));
+        }
+        Ok(m)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = toml::to_string(self).map_err(|e| MfdError::other(format!("serialising manifest: {e}")))?;
+        write_atomic(dir.join(MANIFEST_FILE), text.as_bytes())
+    }
+
+    pub fn file(&self, name: &str) -> Option<&DataFile> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
+    pub fn contig_index(&self, name: &str) -> Option<usize> {
+        self.contigs.iter().position(|c| c.name == name)
+    }
+}
+
+/// Bytes per label row for `o` classes: whole 64-bit words, so rows can be read as u64 on any device.
+pub fn label_row_bytes(o: usize) -> usize {
+    o.div_ceil(64) * 8
+}
+
+/// Hex SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).at(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).at(path)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, format!("{:x}", h.finalize())))
+}
+
+/// Check a derived file against its manifest entry (size first, then SHA-256).
+pub fn verify_file(dir: &Path, f: &DataFile) -> Result<()> {
+    let path = dir.join(&f.name);
+    let (bytes, sha) = sha256_file(&path)?;
+    if bytes != f.bytes {
+        return Err(MfdError::input(
+            &path,
+            None,
+            Some("bytes"),
+            format!("{bytes} bytes, manifest says {}; HINT: re-run `mfd prepare`", f.bytes),
+        ));
+    }
+    if sha != f.sha256 {
+        return Err(MfdError::input(&path, None, Some("sha256"), format!("checksum mismatch (got {sha}, manifest {}); HINT: the file changed after prepare, re-run `mfd prepare`", f.sha256)));
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! The `mfd` command line. Thin: parse arguments, call the library, print errors as one line naming the
+//! file, line and field at fault, exit non-zero.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "mfd", version, about = "Metadata-guided Feature Disentanglement: data, training, evaluation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a synthetic dataset in real formats (FASTA, narrowPeak, metadata TSV, VCF) with ground truth.
+    Synth(mfd::data::synth::SynthArgs),
+    /// Build a memory-mapped dataset directory from FASTA, peaks and metadata.
+    Prepare(mfd::data::prepare::PrepareArgs),
+    /// Print a summary of a prepared dataset.
+    Inspect(mfd::data::inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.cmd {
+        Cmd::Synth(a) => mfd::data::synth::run(a),
+        Cmd::Prepare(a) => mfd::data::prepare::run(a),
+        Cmd::Inspect(a) => mfd::data::inspect::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
