@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod data;
 pub mod error;
+pub mod model;
 pub mod rng;
 
 pub use error::{MfdError, Result};

@@ -1,0 +1,3 @@
+//! The MFD model: metadata encoding, hypernetworks, trunk, head and adversaries.
+
+pub mod metadata;
