@@ -12,5 +12,6 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod rng;
+pub mod train;
 
 pub use error::{MfdError, Result};

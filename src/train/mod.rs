@@ -1,0 +1,3 @@
+//! Training: metrics, optimiser state, the step, the loop and checkpoints.
+
+pub mod metrics;
