@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod report;
 pub mod rng;
 pub mod train;
 

@@ -1,0 +1,3 @@
+//! The run report: HTML with inline SVG plots.
+
+pub mod svg;
