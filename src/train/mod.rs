@@ -1,3 +1,4 @@
 //! Training: metrics, optimiser state, the step, the loop and checkpoints.
 
 pub mod metrics;
+pub mod optim;

@@ -1,0 +1,410 @@
+//! The whole MFD model: trunk -> features (B, 2C) -> hypernetwork head -> logits, plus the two adversarial
+//! predictors and the independence terms (mfd-spec.md 2-4). This file owns the per-batch buffers and the forward
+//! and backward passes of the model loss and of the adversary loss; the step schedule and optimisers live in
+//! `train::step`.
+
+use crate::backend::{Activation, Backend, ChannelCopy, CorrShape, HeadShape, R2Shape, Reduce};
+use crate::config::{AdversaryConfig, ModelConfig};
+use crate::error::Result;
+use crate::model::hypernet::HyperNet;
+use crate::model::metadata::{MappingConfig, MetadataTable};
+use crate::model::mlp::Mlp;
+use crate::model::params::{Group, Init, ParamTable, Params};
+use crate::model::spec::TrunkSpec;
+use crate::model::trunk::Trunk;
+
+/// Scalar terms of one forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossTerms {
+    pub bce: f32,
+    /// ||R||_F of the standardised technical vs biological features.
+    pub corr: f32,
+    /// total_R2 of predicting the biological features from the technical ones, and the reverse.
+    pub r2_bio: f32,
+    pub r2_tech: f32,
+    /// BCE + lambda * independence term (the model loss).
+    pub loss: f32,
+}
+
+pub struct Mfd<B: Backend> {
+    pub params: Params<B>,
+    pub trunk: Trunk<B>,
+    pub hyper: HyperNet<B>,
+    pub head_bias: usize,
+    /// Predicts biological features from technical ones (`adversary.bio_from_tech`), and the reverse. With
+    /// `shared_predictor` the second is a handle on the first's parameters (the reference's behaviour).
+    pub adv_bio: Option<Mlp<B>>,
+    pub adv_tech: Option<Mlp<B>>,
+    pub c: usize,
+    pub o: usize,
+    pub row_bytes: usize,
+    bufs: Option<Buffers<B>>,
+}
+
+struct Buffers<B: Backend> {
+    b: usize,
+    w_tech: B::Buf,
+    w_bio: B::Buf,
+    probs: B::Buf,
+    dz: B::Buf,
+    f_tech: B::Buf,
+    f_bio: B::Buf,
+    r: B::Buf,
+    corr_stats: B::Buf,
+    r2_stats_bio: B::Buf,
+    r2_stats_tech: B::Buf,
+    d_features: B::Buf,
+    d_f_tech: B::Buf,
+    d_f_bio: B::Buf,
+    scratch_a: B::Buf,
+    scratch_b: B::Buf,
+    dw_tech: B::Buf,
+    dw_bio: B::Buf,
+    logit_tech: B::Buf,
+    logit_bio: B::Buf,
+}
+
+impl<B: Backend> Mfd<B> {
+    /// Build the model for `o` classes; returns it with the parameter table's host initial values applied.
+    pub fn new(
+        be: &B,
+        mcfg: &ModelConfig,
+        acfg: &AdversaryConfig,
+        mapping: &MappingConfig,
+        table: &MetadataTable,
+        row_bytes: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let mut t = ParamTable::default();
+        let spec = TrunkSpec::new(mcfg);
+        let c = spec.c;
+        let trunk = Trunk::new(spec, &mut t);
+        let hyper = HyperNet::new(be, &mut t, mapping, table, c)?;
+        let o = table.num_classes();
+        let head_bias = t.add("head.bias", &[o], Init::Const(0.0), Group::Model);
+        let (adv_bio, adv_tech) = if acfg.enabled {
+            let dims: Vec<usize> = std::iter::once(c)
+                .chain(std::iter::repeat_n(acfg.hidden, acfg.layers))
+                .chain(std::iter::once(c))
+                .collect();
+            let bio = Mlp::new(&mut t, "adversary.bio_from_tech", &dims, true, Activation::LeakyRelu, Group::Adversary);
+            let tech = if acfg.shared_predictor {
+                // The reference builds the second predictor too (it is in the optimiser) but never calls it.
+                let _unused = Mlp::<B>::new(
+                    &mut t,
+                    "adversary.tech_from_bio",
+                    &dims,
+                    true,
+                    Activation::LeakyRelu,
+                    Group::Adversary,
+                );
+                bio.share()
+            } else {
+                Mlp::new(&mut t, "adversary.tech_from_bio", &dims, true, Activation::LeakyRelu, Group::Adversary)
+            };
+            (Some(bio), Some(tech))
+        } else {
+            (None, None)
+        };
+        let host = t.init_host(seed);
+        let params = Params::new(be, t, &host)?;
+        Ok(Mfd { params, trunk, hyper, head_bias, adv_bio, adv_tech, c, o, row_bytes, bufs: None })
+    }
+
+    fn ensure_buffers(&mut self, be: &B, b: usize) -> Result<()> {
+        if self.bufs.as_ref().is_some_and(|x| x.b == b) {
+            return Ok(());
+        }
+        let (c, o) = (self.c, self.o);
+        self.bufs = Some(Buffers {
+            b,
+            w_tech: be.alloc(o * c)?,
+            w_bio: be.alloc(o * c)?,
+            probs: be.alloc(b * o)?,
+            dz: be.alloc(b * o)?,
+            f_tech: be.alloc(b * c)?,
+            f_bio: be.alloc(b * c)?,
+            r: be.alloc(c * c)?,
+            corr_stats: be.alloc(4 * c)?,
+            r2_stats_bio: be.alloc(5 * c)?,
+            r2_stats_tech: be.alloc(5 * c)?,
+            d_features: be.alloc(b * 2 * c)?,
+            d_f_tech: be.alloc(b * c)?,
+            d_f_bio: be.alloc(b * c)?,
+            scratch_a: be.alloc(b * c)?,
+            scratch_b: be.alloc(b * c)?,
+            dw_tech: be.alloc(o * c)?,
+            dw_bio: be.alloc(o * c)?,
+            logit_tech: be.alloc(b * o)?,
+            logit_bio: be.alloc(b * o)?,
+        });
+        Ok(())
+    }
+
+    fn head_shape(&self, b: usize) -> HeadShape {
+        HeadShape { b, c: self.c, o: self.o, row_bytes: self.row_bytes }
+    }
+
+    /// Hypernetworks, then the trunk, then the head; splits the features into halves.
+    fn forward_features(
+        &mut self,
+        be: &B,
+        tokens: &B::Bytes,
+        b: usize,
+        train: bool,
+        red: &mut dyn Reduce,
+    ) -> Result<()> {
+        self.ensure_buffers(be, b)?;
+        let bufs = self.bufs.as_mut().expect("ensured");
+        let w = self.hyper.tech.forward(be, &mut self.params)?;
+        be.copy(w, &mut bufs.w_tech)?;
+        let w = self.hyper.bio.forward(be, &mut self.params)?;
+        be.copy(w, &mut bufs.w_bio)?;
+        let f = self.trunk.forward(be, &mut self.params, tokens, b, train, red)?;
+        let c = self.c;
+        be.channel_copy(
+            ChannelCopy { b, l: 1, c_src: 2 * c, src_off: 0, c_dst: c, dst_off: 0, n: c },
+            f,
+            &mut bufs.f_tech,
+            false,
+        )?;
+        be.channel_copy(
+            ChannelCopy { b, l: 1, c_src: 2 * c, src_off: c, c_dst: c, dst_off: 0, n: c },
+            f,
+            &mut bufs.f_bio,
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// Forward and backward of the model loss BCE + lambda * (R2_bio + R2_tech [+ ||R||_F]) in training mode.
+    /// Accumulates gradients of every model parameter (and, as a side effect, of the adversaries, which the
+    /// caller zeroes before the adversary step). `use_corr`: whether ||R||_F is part of the penalty.
+    pub fn model_loss_backward(
+        &mut self,
+        be: &B,
+        tokens: &B::Bytes,
+        labels: &B::Bytes,
+        b: usize,
+        lambda: f32,
+        use_corr: bool,
+        red: &mut dyn Reduce,
+    ) -> Result<LossTerms> {
+        self.forward_features(be, tokens, b, true, red)?;
+        let hs = self.head_shape(b);
+        let (c, n) = (self.c, b);
+        let bufs = self.bufs.as_mut().expect("ensured");
+        let p = &mut self.params;
+        let features = self.trunk.features();
+        let bce = be.head_bce_fwd(
+            hs,
+            features,
+            &bufs.w_tech,
+            &bufs.w_bio,
+            &p.values[self.head_bias],
+            labels,
+            &mut bufs.probs,
+        )?;
+        let cs = CorrShape { n, c_a: c, c_b: c };
+        let corr = be.corr_norm_fwd(cs, &bufs.f_tech, &bufs.f_bio, &mut bufs.r, &mut bufs.corr_stats, red)?;
+        let rs = R2Shape { n, c };
+        let (mut r2_bio, mut r2_tech) = (0.0, 0.0);
+        if let (Some(ab), Some(at)) = (self.adv_bio.as_mut(), self.adv_tech.as_mut()) {
+            let pred = ab.forward(be, p, &bufs.f_tech, n, true, red)?;
+            r2_bio = be.r2_score_fwd(rs, pred, &bufs.f_bio, &mut bufs.r2_stats_bio, red)?;
+            let pred = at.forward(be, p, &bufs.f_bio, n, true, red)?;
+            r2_tech = be.r2_score_fwd(rs, pred, &bufs.f_tech, &mut bufs.r2_stats_tech, red)?;
+        }
+        let adv = self.adv_bio.is_some();
+        let indep = r2_bio + r2_tech + if use_corr || !adv { corr } else { 0.0 };
+        let loss = bce + lambda * indep;
+
+        // ---- backward ----
+        be.zero(&mut bufs.dw_tech)?;
+        be.zero(&mut bufs.dw_bio)?;
+        let dbias = &mut p.grads[self.head_bias];
+        be.head_bce_bwd(
+            hs,
+            features,
+            &bufs.w_tech,
+            &bufs.w_bio,
+            &bufs.probs,
+            labels,
+            &mut bufs.dz,
+            &mut bufs.d_features,
+            &mut bufs.dw_tech,
+            &mut bufs.dw_bio,
+            dbias,
+        )?;
+        be.channel_copy(
+            ChannelCopy { b, l: 1, c_src: 2 * c, src_off: 0, c_dst: c, dst_off: 0, n: c },
+            &bufs.d_features,
+            &mut bufs.d_f_tech,
+            false,
+        )?;
+        be.channel_copy(
+            ChannelCopy { b, l: 1, c_src: 2 * c, src_off: c, c_dst: c, dst_off: 0, n: c },
+            &bufs.d_features,
+            &mut bufs.d_f_bio,
+            false,
+        )?;
+        if lambda != 0.0 {
+            if use_corr || !adv {
+                be.corr_norm_bwd(
+                    cs,
+                    &bufs.f_tech,
+                    &bufs.f_bio,
+                    &bufs.r,
+                    &bufs.corr_stats,
+                    lambda,
+                    &mut bufs.scratch_a,
+                    &mut bufs.scratch_b,
+                    red,
+                )?;
+                be.axpy(1.0, &bufs.scratch_a, &mut bufs.d_f_tech)?;
+                be.axpy(1.0, &bufs.scratch_b, &mut bufs.d_f_bio)?;
+            }
+            if let (Some(ab), Some(at)) = (self.adv_bio.as_mut(), self.adv_tech.as_mut()) {
+                // R2_tech: prediction at(f_bio) against the target f_tech; gradients reach both feature halves.
+                be.r2_score_bwd(
+                    rs,
+                    at.output(),
+                    &bufs.f_tech,
+                    &bufs.r2_stats_tech,
+                    lambda,
+                    &mut bufs.scratch_a,
+                    &mut bufs.scratch_b,
+                    red,
+                )?;
+                be.axpy(1.0, &bufs.scratch_b, &mut bufs.d_f_tech)?;
+                let dx = at.backward(be, p, &bufs.scratch_a, true, red)?;
+                be.axpy(1.0, dx, &mut bufs.d_f_bio)?;
+                be.r2_score_bwd(
+                    rs,
+                    ab.output(),
+                    &bufs.f_bio,
+                    &bufs.r2_stats_bio,
+                    lambda,
+                    &mut bufs.scratch_a,
+                    &mut bufs.scratch_b,
+                    red,
+                )?;
+                be.axpy(1.0, &bufs.scratch_b, &mut bufs.d_f_bio)?;
+                let dx = ab.backward(be, p, &bufs.scratch_a, true, red)?;
+                be.axpy(1.0, dx, &mut bufs.d_f_tech)?;
+            }
+        }
+        be.channel_copy(
+            ChannelCopy { b, l: 1, c_src: c, src_off: 0, c_dst: 2 * c, dst_off: 0, n: c },
+            &bufs.d_f_tech,
+            &mut bufs.d_features,
+            false,
+        )?;
+        be.channel_copy(
+            ChannelCopy { b, l: 1, c_src: c, src_off: 0, c_dst: 2 * c, dst_off: c, n: c },
+            &bufs.d_f_bio,
+            &mut bufs.d_features,
+            false,
+        )?;
+        self.trunk.backward(be, p, tokens, &bufs.d_features, red)?;
+        self.hyper.tech.backward(be, p, &bufs.dw_tech)?;
+        self.hyper.bio.backward(be, p, &bufs.dw_bio)?;
+        Ok(LossTerms { bce, corr, r2_bio, r2_tech, loss })
+    }
+}
+
+/// Host copies of one evaluation forward.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOut {
+    /// (B, O) probabilities sigmoid(logit_tech + logit_bio + b).
+    pub probs: Vec<f32>,
+    /// (B, 2C) features after features_bn: technical [0, C), biological [C, 2C).
+    pub features: Vec<f32>,
+    /// (B, O) logits of each half, without the bias.
+    pub logit_tech: Vec<f32>,
+    pub logit_bio: Vec<f32>,
+    pub bce: f32,
+    pub corr: f32,
+}
+
+impl<B: Backend> Mfd<B> {
+    /// Adversary step: forward both predictors on the features of the last model forward (detached: no gradient
+    /// reaches the trunk) and backward of loss_adv = -(R2_bio + R2_tech) into the predictors' gradients.
+    pub fn adversary_loss_backward(&mut self, be: &B, b: usize, red: &mut dyn Reduce) -> Result<f32> {
+        let (Some(ab), Some(at)) = (self.adv_bio.as_mut(), self.adv_tech.as_mut()) else { return Ok(0.0) };
+        let bufs = self.bufs.as_mut().expect("model forward before the adversary step");
+        let p = &mut self.params;
+        let rs = R2Shape { n: b, c: self.c };
+        let pred = ab.forward(be, p, &bufs.f_tech, b, true, red)?;
+        let s_bio = be.r2_score_fwd(rs, pred, &bufs.f_bio, &mut bufs.r2_stats_bio, red)?;
+        let pred = at.forward(be, p, &bufs.f_bio, b, true, red)?;
+        let s_tech = be.r2_score_fwd(rs, pred, &bufs.f_tech, &mut bufs.r2_stats_tech, red)?;
+        be.r2_score_bwd(
+            rs,
+            at.output(),
+            &bufs.f_tech,
+            &bufs.r2_stats_tech,
+            -1.0,
+            &mut bufs.scratch_a,
+            &mut bufs.scratch_b,
+            red,
+        )?;
+        at.backward(be, p, &bufs.scratch_a, false, red)?;
+        be.r2_score_bwd(
+            rs,
+            ab.output(),
+            &bufs.f_bio,
+            &bufs.r2_stats_bio,
+            -1.0,
+            &mut bufs.scratch_a,
+            &mut bufs.scratch_b,
+            red,
+        )?;
+        ab.backward(be, p, &bufs.scratch_a, false, red)?;
+        Ok(-(s_bio + s_tech))
+    }
+
+    /// Evaluation forward (running BatchNorm statistics, no gradients).
+    pub fn eval_forward(&mut self, be: &B, tokens: &B::Bytes, labels: &B::Bytes, b: usize) -> Result<EvalOut> {
+        let mut red = crate::backend::NoReduce;
+        self.forward_features(be, tokens, b, false, &mut red)?;
+        let hs = self.head_shape(b);
+        let c = self.c;
+        let bufs = self.bufs.as_mut().expect("ensured");
+        let features = self.trunk.features();
+        let bias = &self.params.values[self.head_bias];
+        let bce = be.head_bce_fwd(hs, features, &bufs.w_tech, &bufs.w_bio, bias, labels, &mut bufs.probs)?;
+        be.head_logits(
+            hs,
+            features,
+            &bufs.w_tech,
+            &bufs.w_bio,
+            bias,
+            &mut bufs.logit_tech,
+            &mut bufs.logit_bio,
+            &mut bufs.probs,
+        )?;
+        let corr = be.corr_norm_fwd(
+            CorrShape { n: b, c_a: c, c_b: c },
+            &bufs.f_tech,
+            &bufs.f_bio,
+            &mut bufs.r,
+            &mut bufs.corr_stats,
+            &mut red,
+        )?;
+        Ok(EvalOut {
+            probs: be.to_host(&bufs.probs)?,
+            features: be.to_host(features)?,
+            logit_tech: be.to_host(&bufs.logit_tech)?,
+            logit_bio: be.to_host(&bufs.logit_bio)?,
+            bce,
+            corr,
+        })
+    }
+
+    /// Output weights of the last forward (O, C) each, technical and biological.
+    pub fn output_weights(&self, be: &B) -> Result<(Vec<f32>, Vec<f32>)> {
+        let bufs = self.bufs.as_ref().expect("forward before output_weights");
+        Ok((be.to_host(&bufs.w_tech)?, be.to_host(&bufs.w_bio)?))
+    }
+}
