@@ -31,8 +31,9 @@ META_COLS = ["File_accession", "Biosample_term_name", "Biosample_organ_slims", "
              "Experiment_accession"]
 BLOOD_BIO = "blood,bodily fluid"
 # Per experiment: (id, peak file, term, organ, system, dev, assay, target, date*, lab*, spot2*, 5%np*, frip*,
-# reprod*, age, age units, life stage, ENCSR); Biosample_organism (Homo sapiens) is added when writing. Starred columns are synthetic (see PROVENANCE.md). The two CTCF
-# ids are real ENCODE file accessions from borzoi-pytorch targets.txt (checked below); the blood ids are not.
+# reprod*, age, age units, life stage, ENCSR); Biosample_organism (Homo sapiens) is added when writing.
+# Starred columns are synthetic (see PROVENANCE.md). The two CTCF ids are real ENCODE file accessions from
+# borzoi-pytorch targets.txt (checked below); the blood ids are not.
 EXPERIMENTS = [
     ("ENCFF279CYY", "peaks/gm12878_ctcf.bed", "GM12878", BLOOD_BIO, "immune system", "mesoderm", "ChIP-seq",
      "CTCF", "2011-02-07", "Bradley Bernstein, Broad", "", "31250", "0.21", "41876", "53", "year", "adult",

@@ -53,9 +53,9 @@ if [ "${SKIP_MOTIFS:-0}" != "1" ]; then
     COMMITTED="$REPO/src/data/motifs/jaspar2024_core_vertebrates.txt"
     if cmp -s x/motifs.txt "$COMMITTED"; then SAME=true; else SAME=false; fi
     N=$(grep -c '^>' "$COMMITTED")
-    MOTIF_LINE="JASPAR: make_motifs.py on pyjaspar 4.0.0 JASPAR2024.sqlite (sha256 $(sha256sum \
-x/pyjaspar/pyjaspar/data/JASPAR2024.sqlite | cut -c1-16)...) reproduces src/data/motifs/jaspar2024_core_vertebrates.txt \
-byte for byte: $SAME ($N matrices)"
+    DB_SHA=$(sha256sum x/pyjaspar/pyjaspar/data/JASPAR2024.sqlite | cut -c1-16)
+    MOTIF_LINE="JASPAR: make_motifs.py on pyjaspar 4.0.0 JASPAR2024.sqlite (sha256 $DB_SHA...) reproduces"
+    MOTIF_LINE="$MOTIF_LINE src/data/motifs/jaspar2024_core_vertebrates.txt byte for byte: $SAME ($N matrices)"
 fi
 
 # --- derive and check ------------------------------------------------------------------------------
