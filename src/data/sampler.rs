@@ -68,7 +68,7 @@ fn check_world(global_batch: usize, rank: usize, world: usize) -> Result<()> {
     if world == 0 || rank >= world {
         return Err(MfdError::other(format!("sampler: rank {rank} is not in a world of size {world}")));
     }
-    if global_batch % world != 0 {
+    if !global_batch.is_multiple_of(world) {
         return Err(MfdError::config(
             "batch_size",
             format!("global batch {global_batch} is not divisible by the world size {world}; every rank needs the same share"),
@@ -145,9 +145,14 @@ impl TrainSampler {
         Some(BatchPlan { indices, shift, rc })
     }
 
-    /// This rank's plans for every step of the epoch, in order (resume from `start` with `skip(start)`).
+    /// This rank's plans for every step of the epoch, in order.
     pub fn iter(&self) -> impl Iterator<Item = BatchPlan> + '_ {
-        (0..self.steps()).filter_map(move |s| self.batch(s))
+        self.iter_from(0)
+    }
+
+    /// This rank's plans from step `start` on (resuming mid-epoch, possibly on another world size).
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = BatchPlan> + '_ {
+        (start..self.steps()).filter_map(move |s| self.batch(s))
     }
 }
 
@@ -260,6 +265,8 @@ mod tests {
         assert_ne!(a.permutation(), c.permutation());
         assert_eq!(a.permutation(), a2.permutation());
         assert_eq!(a.iter().collect::<Vec<_>>(), a2.iter().collect::<Vec<_>>());
+        assert_eq!(a.iter_from(3).next(), a.batch(3));
+        assert_eq!(a.iter_from(3).count(), a.steps() - 3);
     }
 
     #[test]
