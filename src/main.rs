@@ -19,6 +19,10 @@ enum Cmd {
     Prepare(mfd::data::prepare::PrepareArgs),
     /// Print a summary of a prepared dataset.
     Inspect(mfd::data::inspect::InspectArgs),
+    /// Train MFD (with no arguments: the embedded default, synthetic data on the CPU).
+    Train(mfd::train::cli::TrainArgs),
+    /// Evaluate a checkpoint on a split: per-class AUROC/AUPRC (TSV) and the summary.
+    Eval(mfd::train::cli::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +31,8 @@ fn main() -> ExitCode {
         Cmd::Synth(a) => mfd::data::synth::run(a),
         Cmd::Prepare(a) => mfd::data::prepare::run(a),
         Cmd::Inspect(a) => mfd::data::inspect::run(a),
+        Cmd::Train(a) => mfd::train::cli::train(a),
+        Cmd::Eval(a) => mfd::train::cli::eval(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,10 @@
 //! Training: metrics, optimiser state, the step, the loop and checkpoints.
 
+pub mod checkpoint;
+pub mod cli;
+pub mod evaluate;
 pub mod metrics;
 pub mod optim;
+pub mod probe;
+pub mod report;
+pub mod trainer;

@@ -1,0 +1,117 @@
+//! Arguments and entry points of `mfd train` and `mfd eval`.
+
+use crate::backend::cpu::CpuBackend;
+use crate::config::Config;
+use crate::data::dataset::Dataset;
+use crate::data::manifest::{SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL};
+use crate::error::{MfdError, Result};
+use crate::model::mfd::Mfd;
+use crate::train::checkpoint;
+use crate::train::evaluate::evaluate;
+use crate::train::trainer::{load_metadata, TrainOptions};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Run config (TOML); without it the embedded configs/default.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a config value, e.g. `--set model.c=120 --set loss.lambda_indep=0.1` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run directory (overrides train.out).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in the run directory from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+pub fn train(args: &TrainArgs) -> Result<()> {
+    let mut overrides = args.set.clone();
+    if let Some(out) = &args.out {
+        overrides.push(format!("train.out={}", toml_string(&out.to_string_lossy())));
+    }
+    let cfg = Config::load(args.config.as_deref(), &overrides)?;
+    eprintln!("mfd: resolved config:\n{}", cfg.to_toml());
+    let s = crate::train::trainer::run(&cfg, &TrainOptions { resume: args.resume, skip_final_eval: false })?;
+    eprintln!(
+        "mfd: done: {} steps in {:.1} s; best validation loss {:.5}; run directory {}",
+        s.steps,
+        s.seconds,
+        s.best_val_loss,
+        s.out.display()
+    );
+    Ok(())
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Checkpoint (.safetensors) written by `mfd train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Prepared dataset directory (defaults to the one in the checkpoint's config).
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Split: train, val or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Output directory for eval_<split>.tsv / .json (default: the checkpoint's run directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let text = checkpoint::stored_config(&args.checkpoint)?;
+    let mut cfg = Config::parse(&text, &args.checkpoint, &[])?;
+    if let Some(d) = &args.dataset {
+        cfg.data.dataset = d.clone();
+    }
+    let split = match args.split.as_str() {
+        "train" => SPLIT_TRAIN,
+        "val" => SPLIT_VAL,
+        "test" => SPLIT_TEST,
+        other => return Err(MfdError::config("--split", format!("'{other}': expected train, val or test"))),
+    };
+    let ds = Dataset::open(&cfg.data.dataset)?;
+    let (mapping, table) = load_metadata(&cfg, &ds)?;
+    let be = CpuBackend;
+    let mut model = Mfd::new(&be, &cfg.model, &cfg.adversary, &mapping, &table, ds.label_row_bytes(), cfg.train.seed)?;
+    let ck = checkpoint::load(&args.checkpoint, &model.params.table)?;
+    for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
+        crate::backend::Backend::write(&be, v, h)?;
+    }
+    let res = evaluate(
+        &be,
+        &mut model,
+        &ds,
+        ds.split_indices(split),
+        cfg.model.seq_len,
+        cfg.train.batch_size,
+        cfg.loss.lambda_indep,
+        split == SPLIT_TEST,
+    )?;
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => {
+            args.checkpoint.parent().and_then(|p| p.parent()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+        }
+    };
+    std::fs::create_dir_all(&out).map_err(|e| MfdError::io(&out, e))?;
+    crate::train::report::write_eval_outputs(&out, &args.split, &ds, &res)?;
+    println!("split\ttiles\tbce\tmacro_auroc\tmacro_auprc");
+    println!("{}\t{}\t{:.6}\t{:.4}\t{:.4}", args.split, res.n, res.bce, res.macro_auroc, res.macro_auprc);
+    if let Some(truth) = crate::train::report::truth_dir(&ds) {
+        let d = crate::train::report::disentanglement(&ds, &truth, &res, cfg.model.c)?;
+        println!(
+            "probe R2 (bio / tech): motifs {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}; oracle AUROC {:.4}",
+            d.motif_r2_bio, d.motif_r2_tech, d.gc_r2_bio, d.gc_r2_tech, d.kmer_r2_bio, d.kmer_r2_tech, d.oracle_auroc
+        );
+    }
+    eprintln!("mfd: wrote {}/eval_{}.tsv", out.display(), args.split);
+    Ok(())
+}

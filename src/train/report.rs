@@ -1,0 +1,248 @@
+//! Run outputs after evaluation: per-class metrics (TSV + JSON summary), disentanglement against the synthetic
+//! truth (linear-probe R^2 of each feature half to planted motif counts, GC and technical k-mers; the oracle
+//! AUROC of the generator's noise-free probabilities), and `report.html` with inline SVG plots.
+
+use crate::config::Config;
+use crate::data::binfile::{write_atomic, BinFile, DType};
+use crate::data::dataset::Dataset;
+use crate::error::{IoContext, MfdError, Result};
+use crate::report::svg;
+use crate::train::evaluate::EvalResult;
+use crate::train::metrics::{nan_mean, per_class};
+use crate::train::probe::{cross_correlation, probe_r2};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Truth-based disentanglement numbers on the evaluated tiles.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Disentanglement {
+    /// Mean held-out R^2 over planted-motif count columns (those with any variance), per feature half.
+    pub motif_r2_bio: f64,
+    pub motif_r2_tech: f64,
+    /// R^2 to the GC fraction.
+    pub gc_r2_bio: f64,
+    pub gc_r2_tech: f64,
+    /// Mean R^2 over the technical k-mer counts.
+    pub kmer_r2_bio: f64,
+    pub kmer_r2_tech: f64,
+    /// Macro AUROC of the generator's noise-free probabilities on the same tiles and labels.
+    pub oracle_auroc: f64,
+    pub tiles: usize,
+}
+
+/// The synthetic truth directory of a dataset prepared from `mfd synth` output, if there is one.
+pub fn truth_dir(ds: &Dataset) -> Option<PathBuf> {
+    let fasta = ds.manifest().sources.iter().find(|s| s.role == "fasta")?;
+    let dir = Path::new(&fasta.path).parent()?.join("truth");
+    dir.join("params.json").exists().then_some(dir)
+}
+
+/// Truth rows (global grid tile index) of the evaluated dataset tiles.
+fn truth_rows(ds: &Dataset, params: &Value, indices: &[u64]) -> Result<Vec<usize>> {
+    let contigs = params["contigs"].as_array().ok_or_else(|| MfdError::other("truth params.json: no contigs"))?;
+    let tile = params["tile_size"].as_u64().unwrap_or(128);
+    let mut offsets = Vec::new();
+    for c in &ds.manifest().contigs {
+        let entry = contigs.iter().find(|e| e["name"].as_str() == Some(c.name.as_str()));
+        offsets.push(entry.and_then(|e| e["tile_offset"].as_u64()));
+    }
+    indices
+        .iter()
+        .map(|&g| {
+            let rec = ds.tile(g);
+            let off = offsets[rec.contig as usize]
+                .ok_or_else(|| MfdError::other("truth params.json lacks a dataset contig"))?;
+            Ok((off + rec.start as u64 / tile) as usize)
+        })
+        .collect()
+}
+
+/// Disentanglement of `res` (features of the evaluated tiles) against the synthetic truth in `truth`.
+pub fn disentanglement(ds: &Dataset, truth: &Path, res: &EvalResult, c: usize) -> Result<Disentanglement> {
+    let ppath = truth.join("params.json");
+    let params: Value = serde_json::from_str(&std::fs::read_to_string(&ppath).at(&ppath)?)
+        .map_err(|e| MfdError::input(&ppath, None, None, e.to_string()))?;
+    let rows = truth_rows(ds, &params, &res.indices)?;
+    let columns: Vec<String> = params["factor_columns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let factors = BinFile::open(truth.join("tile_factors.bin"), "tfactors", DType::F32)?;
+    let f = factors.data::<f32>()?;
+    let nf = columns.len();
+    if factors.shape().len() != 2 || factors.shape()[1] as usize != nf {
+        return Err(MfdError::input(
+            factors.path(),
+            None,
+            Some("header.shape"),
+            "does not match params.json factor_columns",
+        ));
+    }
+    let n = rows.len();
+    let (mut bio, mut tech) = (vec![0f32; n * c], vec![0f32; n * c]);
+    for i in 0..n {
+        tech[i * c..(i + 1) * c].copy_from_slice(&res.features[i * 2 * c..i * 2 * c + c]);
+        bio[i * c..(i + 1) * c].copy_from_slice(&res.features[i * 2 * c + c..(i + 1) * 2 * c]);
+    }
+    let column = |j: usize| -> Vec<f64> { rows.iter().map(|&r| f[r * nf + j] as f64).collect() };
+    let alpha = 1e-3;
+    let mut d = Disentanglement { tiles: n, ..Default::default() };
+    let (mut m_bio, mut m_tech, mut k_bio, mut k_tech) = (vec![], vec![], vec![], vec![]);
+    for (j, name) in columns.iter().enumerate() {
+        let y = column(j);
+        let (rb, rt) = (probe_r2(&bio, c, &y, alpha), probe_r2(&tech, c, &y, alpha));
+        if name == "gc" {
+            d.gc_r2_bio = rb;
+            d.gc_r2_tech = rt;
+        } else if name.starts_with("kmer") {
+            k_bio.push(rb);
+            k_tech.push(rt);
+        } else if name.starts_with("motif") {
+            m_bio.push(rb);
+            m_tech.push(rt);
+        }
+    }
+    d.motif_r2_bio = nan_mean(&m_bio);
+    d.motif_r2_tech = nan_mean(&m_tech);
+    d.kmer_r2_bio = nan_mean(&k_bio);
+    d.kmer_r2_tech = nan_mean(&k_tech);
+    d.oracle_auroc = oracle_auroc(truth, &rows, res)?;
+    Ok(d)
+}
+
+/// Macro AUROC of the truth's noise-free probabilities against the evaluated labels (NaN without p.bin).
+pub fn oracle_auroc(truth: &Path, rows: &[usize], res: &EvalResult) -> Result<f64> {
+    let path = truth.join("p.bin");
+    if !path.exists() {
+        return Ok(f64::NAN);
+    }
+    let p = BinFile::open(&path, "prob", DType::F32)?;
+    let o = p.shape().get(1).copied().unwrap_or(0) as usize;
+    if o == 0 || res.labels.len() != rows.len() * o {
+        return Ok(f64::NAN);
+    }
+    let data = p.data::<f32>()?;
+    let scores: Vec<f32> = rows.iter().flat_map(|&r| data[r * o..(r + 1) * o].iter().copied()).collect();
+    let (auroc, _) = per_class(&scores, &res.labels, o);
+    Ok(nan_mean(&auroc))
+}
+
+/// Per-class metrics TSV and a JSON summary for `split`.
+pub fn write_eval_outputs(out: &Path, split: &str, ds: &Dataset, res: &EvalResult) -> Result<()> {
+    let o = res.auroc.len();
+    let mut tsv = String::from("class\texperiment\tpositives\tauroc\tauprc\n");
+    for k in 0..o {
+        let pos = (0..res.n).filter(|&i| res.labels[i * o + k]).count();
+        let _ = writeln!(tsv, "{k}\t{}\t{pos}\t{:.6}\t{:.6}", ds.manifest().classes[k], res.auroc[k], res.auprc[k]);
+    }
+    write_atomic(out.join(format!("eval_{split}.tsv")), tsv.as_bytes())?;
+    let summary = json!({"split": split, "tiles": res.n, "bce": res.bce, "corr": res.corr,
+        "macro_auroc": res.macro_auroc, "macro_auprc": res.macro_auprc});
+    write_atomic(
+        out.join(format!("eval_{split}.json")),
+        serde_json::to_string_pretty(&summary).unwrap_or_default().as_bytes(),
+    )
+}
+
+fn read_metrics(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn series(rows: &[Value], kind: &str, key: &str) -> Vec<(f64, f64)> {
+    rows.iter().filter(|r| r["kind"] == kind).filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()?))).collect()
+}
+
+/// `report.html`: loss curves, per-class test AUROC, the technical x biological feature correlation heatmap and
+/// the disentanglement numbers (written to `disentanglement.json` too).
+pub fn write_report(out: &Path, cfg: &Config, ds: &Dataset, test: &EvalResult) -> Result<()> {
+    let c = cfg.model.c;
+    let metrics = read_metrics(&out.join("metrics.jsonl"));
+    let n = test.n;
+    let (mut bio, mut tech) = (vec![0f32; n * c], vec![0f32; n * c]);
+    for i in 0..n {
+        tech[i * c..(i + 1) * c].copy_from_slice(&test.features[i * 2 * c..i * 2 * c + c]);
+        bio[i * c..(i + 1) * c].copy_from_slice(&test.features[i * 2 * c + c..(i + 1) * 2 * c]);
+    }
+    let corr = cross_correlation(&tech, c, &bio, c);
+    let frob = corr.iter().map(|r| r * r).sum::<f64>().sqrt();
+    let dis = match truth_dir(ds) {
+        Some(t) => Some(disentanglement(ds, &t, test, c)?),
+        None => None,
+    };
+    if let Some(d) = &dis {
+        write_atomic(out.join("disentanglement.json"), serde_json::to_string_pretty(d).unwrap_or_default().as_bytes())?;
+    }
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mfd run report</title><style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}td,th{{padding:2px 10px;text-align:right}}</style></head><body><h1>mfd run report</h1>"
+    );
+    let _ = write!(
+        h,
+        "<p>C = {c}, T = {}, batch {}, lambda_indep = {}, adversary {}, {} classes. Test: {} tiles, macro AUROC <b>{:.4}</b>, macro AUPRC <b>{:.4}</b>, BCE {:.5}.</p>",
+        cfg.model.seq_len,
+        cfg.train.batch_size,
+        cfg.loss.lambda_indep,
+        if cfg.adversary.enabled { "on" } else { "off" },
+        test.auroc.len(),
+        n,
+        test.macro_auroc,
+        test.macro_auprc,
+        test.bce
+    );
+    h.push_str("<h2>Training</h2>");
+    h.push_str(&svg::line_chart(
+        "loss",
+        "step",
+        "value",
+        &[
+            ("train loss".into(), series(&metrics, "train", "loss")),
+            ("train BCE".into(), series(&metrics, "train", "bce")),
+            ("val loss".into(), series(&metrics, "val", "val_loss")),
+        ],
+    ));
+    h.push_str(&svg::line_chart(
+        "independence terms (train)",
+        "step",
+        "value",
+        &[
+            ("||R||_F".into(), series(&metrics, "train", "corr")),
+            ("R2 bio<-tech".into(), series(&metrics, "train", "r2_bio")),
+            ("R2 tech<-bio".into(), series(&metrics, "train", "r2_tech")),
+        ],
+    ));
+    h.push_str(&svg::line_chart(
+        "validation macro AUROC",
+        "step",
+        "AUROC",
+        &[("val".into(), series(&metrics, "val", "macro_auroc"))],
+    ));
+    h.push_str("<h2>Test per-class AUROC</h2>");
+    let bars: Vec<(String, f64)> = ds.manifest().classes.iter().cloned().zip(test.auroc.iter().copied()).collect();
+    h.push_str(&svg::bar_chart("test AUROC per class", "AUROC", &bars, Some((0.0, 1.0))));
+    h.push_str("<h2>Feature independence</h2>");
+    let _ = write!(
+        h,
+        "<p>Pearson correlation of technical (rows) and biological (columns) test features; ||R||_F = {frob:.3}.</p>"
+    );
+    h.push_str(&svg::heatmap("corr(tech_i, bio_j)", "technical feature", "biological feature", c, c, &corr));
+    h.push_str("<h2>Disentanglement (synthetic truth)</h2>");
+    match &dis {
+        Some(d) => {
+            let _ = write!(
+                h,
+                "<table><tr><th></th><th>biological features</th><th>technical features</th></tr>\
+                 <tr><td>probe R&sup2; to planted motif counts (mean)</td><td>{:.3}</td><td>{:.3}</td></tr>\
+                 <tr><td>probe R&sup2; to GC</td><td>{:.3}</td><td>{:.3}</td></tr>\
+                 <tr><td>probe R&sup2; to technical k-mers (mean)</td><td>{:.3}</td><td>{:.3}</td></tr></table>\
+                 <p>Oracle macro AUROC (noise-free generator probabilities, same tiles): {:.4}; model / oracle = {:.3}.</p>",
+                d.motif_r2_bio, d.motif_r2_tech, d.gc_r2_bio, d.gc_r2_tech, d.kmer_r2_bio, d.kmer_r2_tech, d.oracle_auroc,
+                test.macro_auroc / d.oracle_auroc
+            );
+        }
+        None => h.push_str("<p>No synthetic truth beside this dataset.</p>"),
+    }
+    h.push_str("</body></html>\n");
+    write_atomic(out.join("report.html"), h.as_bytes())
+}

@@ -1,0 +1,354 @@
+//! `mfd train`: the training loop (mfd-spec.md 4.4-5). Per step: the model loss BCE + lambda * indep with a
+//! model AMSGrad step every `steps_per_model_step` batches, then an adversary step on the detached features.
+//! Validation each epoch, checkpoints (best k by validation loss, plus `last`), `--resume`, metrics.jsonl, and at
+//! the end the test evaluation of the best checkpoint and the report.
+//!
+//! The sample order is a pure function of (seed, epoch) and the parameters of the CPU backend are a deterministic
+//! function of the data, so a resumed run reaches the same parameters as an uninterrupted one.
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{AdamConfig, Backend, NoReduce};
+use crate::config::Config;
+use crate::data::dataset::Dataset;
+use crate::data::manifest::{SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL};
+use crate::data::sampler::{Augment, TrainSampler};
+use crate::data::window::{encode_batch, gather_labels};
+use crate::error::{IoContext, MfdError, Result};
+use crate::model::metadata::{MappingConfig, MetadataTable};
+use crate::model::mfd::Mfd;
+use crate::model::params::Group;
+use crate::train::checkpoint::{self, Checkpoint, Position};
+use crate::train::evaluate::{evaluate, EvalResult};
+use crate::train::optim::AmsGrad;
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from `<out>/checkpoints/last.safetensors`.
+    pub resume: bool,
+    /// Skip the final test evaluation and report (tests of the loop itself).
+    pub skip_final_eval: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub out: PathBuf,
+    pub steps: u64,
+    pub seconds: f64,
+    pub best_checkpoint: Option<PathBuf>,
+    pub best_val_loss: f64,
+    pub test: Option<EvalResult>,
+}
+
+/// Synthesize and prepare the dataset when the config asks for it and it is absent.
+pub fn ensure_dataset(cfg: &Config) -> Result<()> {
+    let ds = &cfg.data.dataset;
+    if ds.join(crate::data::manifest::MANIFEST_FILE).exists() {
+        return Ok(());
+    }
+    let Some(preset) = &cfg.data.synth_preset else {
+        return Err(MfdError::config(
+            "data.dataset",
+            format!("{} is not a prepared dataset and data.synth_preset is not set", ds.display()),
+        ));
+    };
+    let parent = ds.parent().map(Path::to_path_buf).unwrap_or_default();
+    let synth_dir = parent.join("synth");
+    if !synth_dir.join("peaks.tsv").exists() {
+        eprintln!("mfd: synthesizing the '{preset}' dataset into {}", synth_dir.display());
+        if synth_dir.exists() {
+            std::fs::remove_dir_all(&synth_dir).at(&synth_dir)?;
+        }
+        crate::data::synth::run(&crate::data::synth::SynthArgs {
+            out: synth_dir.clone(),
+            seed: cfg.data.synth_seed,
+            preset: preset.clone(),
+        })?;
+    }
+    eprintln!("mfd: preparing {}", ds.display());
+    if ds.exists() && std::fs::read_dir(ds).at(ds)?.next().is_none() {
+        std::fs::remove_dir(ds).at(ds)?;
+    }
+    crate::data::prepare::run(&crate::data::prepare::PrepareArgs {
+        fasta: synth_dir.join("genome.fa"),
+        peaks: synth_dir.join("peaks.tsv"),
+        metadata: synth_dir.join("metadata.tsv"),
+        out: ds.clone(),
+        config: None,
+    })
+}
+
+/// Load the dataset's metadata table and the mapping config named by the run config.
+pub fn load_metadata(cfg: &Config, ds: &Dataset) -> Result<(MappingConfig, MetadataTable)> {
+    let mapping = match &cfg.data.metadata_mapping {
+        Some(p) => MappingConfig::load(p)?,
+        None => MappingConfig::default_mapping(),
+    };
+    let table = MetadataTable::load(&ds.dir().join("metadata.tsv"), &ds.manifest().classes)?;
+    Ok((mapping, table))
+}
+
+/// Train with the backend the config names.
+pub fn run(cfg: &Config, opts: &TrainOptions) -> Result<RunSummary> {
+    match cfg.train.backend.as_str() {
+        "cpu" | "auto" => run_with(&CpuBackend, cfg, opts),
+        other => Err(MfdError::config(
+            "train.backend",
+            format!("'{other}': this build has the CPU backend only (the CUDA backend is tracked in its own issue)"),
+        )),
+    }
+}
+
+struct MetricsLog {
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
+        Ok(MetricsLog { file })
+    }
+    fn write(&mut self, v: serde_json::Value, path: &Path) -> Result<()> {
+        writeln!(self.file, "{v}").at(path)
+    }
+}
+
+pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result<RunSummary> {
+    ensure_dataset(cfg)?;
+    let ds = Dataset::open(&cfg.data.dataset)?;
+    let (mapping, table) = load_metadata(cfg, &ds)?;
+    let out = cfg.train.out.clone();
+    let ck_dir = out.join("checkpoints");
+    std::fs::create_dir_all(&ck_dir).at(&ck_dir)?;
+    crate::data::binfile::write_atomic(out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let metrics_path = out.join("metrics.jsonl");
+    if !opts.resume && metrics_path.exists() {
+        std::fs::remove_file(&metrics_path).at(&metrics_path)?;
+    }
+    let mut log = MetricsLog::open(&metrics_path)?;
+
+    let mut model = Mfd::new(be, &cfg.model, &cfg.adversary, &mapping, &table, ds.label_row_bytes(), cfg.train.seed)?;
+    let adam = |lr: f64| AdamConfig { lr, weight_decay: cfg.train.weight_decay, ..AdamConfig::default() };
+    let mut opt_model = AmsGrad::new(be, &model.params, Group::Model, adam(cfg.train.lr))?;
+    let mut opt_adv = AmsGrad::new(be, &model.params, Group::Adversary, adam(cfg.adversary.lr))?;
+    let mut pos = Position::default();
+    let last_path = ck_dir.join("last.safetensors");
+    let mut best: Vec<(f64, PathBuf)> = Vec::new();
+    if opts.resume {
+        if !last_path.exists() {
+            return Err(MfdError::input(&last_path, None, None, "--resume: no checkpoint to resume from"));
+        }
+        let ck = checkpoint::load(&last_path, &model.params.table)?;
+        for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
+            be.write(v, h)?;
+        }
+        if let Some((s, m)) = &ck.model_opt {
+            opt_model.load_host(be, *s, m)?;
+        }
+        if let Some((s, m)) = &ck.adv_opt {
+            opt_adv.load_host(be, *s, m)?;
+        }
+        pos = ck.position;
+        best = list_best(&ck_dir)?;
+        eprintln!("mfd: resuming at epoch {} step {} (global step {})", pos.epoch, pos.step_in_epoch, pos.global_step);
+    }
+
+    let b = cfg.train.batch_size;
+    let t = cfg.model.seq_len;
+    let lambda = cfg.loss.lambda_indep;
+    let train_idx = ds.split_indices(SPLIT_TRAIN);
+    let val_idx = ds.split_indices(SPLIT_VAL);
+    let k_model = cfg.adversary.steps_per_model_step.max(1) as u64;
+    let start = Instant::now();
+    let mut stopped_early = false;
+    let params_model = model.params.table.count(Group::Model);
+    let params_adv = model.params.table.count(Group::Adversary);
+    eprintln!(
+        "mfd: training C={} T={} B={b} O={} on {} train / {} val tiles; {params_model} model + {params_adv} adversary parameters; backend {}",
+        cfg.model.c,
+        t,
+        model.o,
+        train_idx.len(),
+        val_idx.len(),
+        be.name()
+    );
+
+    while (pos.epoch as usize) < cfg.train.epochs && !stopped_early {
+        let sampler = TrainSampler::new(&train_idx, cfg.train.seed, pos.epoch, b, 0, 1, Augment::REFERENCE)?;
+        let steps = sampler.steps() as u64;
+        let bar = progress_bar(steps, pos.epoch);
+        bar.set_position(pos.step_in_epoch);
+        let epoch_start = Instant::now();
+        let mut seen = 0u64;
+        while pos.step_in_epoch < steps {
+            let plan = sampler.batch(pos.step_in_epoch as usize).expect("step within the epoch");
+            let tokens = be.upload_bytes(&encode_batch(&ds, &plan, t)?)?;
+            let labels = be.upload_bytes(&gather_labels(&ds, &plan.indices)?)?;
+            model.params.zero_grads(be, Group::Model)?;
+            let terms = model.model_loss_backward(
+                be,
+                &tokens,
+                &labels,
+                b,
+                lambda as f32,
+                cfg.loss.cov_and_adv,
+                &mut NoReduce,
+            )?;
+            if !terms.loss.is_finite() {
+                return Err(MfdError::other(format!(
+                    "non-finite loss {} at epoch {} step {}",
+                    terms.loss, pos.epoch, pos.step_in_epoch
+                )));
+            }
+            if pos.step_in_epoch % k_model == 0 {
+                opt_model.update(be, &mut model.params)?;
+            }
+            let mut adv_loss = 0.0;
+            if model.adv_bio.is_some() {
+                model.params.zero_grads(be, Group::Adversary)?;
+                adv_loss = model.adversary_loss_backward(be, b, &mut NoReduce)?;
+                opt_adv.update(be, &mut model.params)?;
+            }
+            pos.step_in_epoch += 1;
+            pos.global_step += 1;
+            seen += b as u64;
+            bar.inc(1);
+            if pos.global_step % cfg.train.log_every.max(1) as u64 == 0 {
+                let sps = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("loss {:.4} bce {:.4} {sps:.0} seq/s", terms.loss, terms.bce));
+                log.write(
+                    json!({"kind": "train", "epoch": pos.epoch, "step": pos.global_step, "loss": terms.loss, "bce": terms.bce,
+                           "corr": terms.corr, "r2_bio": terms.r2_bio, "r2_tech": terms.r2_tech, "adv_loss": adv_loss,
+                           "seq_per_s": sps, "elapsed_s": start.elapsed().as_secs_f64()}),
+                    &metrics_path,
+                )?;
+            }
+            let out_of_time = cfg.train.max_seconds > 0.0 && start.elapsed().as_secs_f64() >= cfg.train.max_seconds;
+            let out_of_steps = cfg.train.max_steps > 0 && pos.global_step >= cfg.train.max_steps as u64;
+            if out_of_time || out_of_steps {
+                stopped_early = true;
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        if pos.step_in_epoch >= steps {
+            pos.epoch += 1;
+            pos.step_in_epoch = 0;
+        }
+        // Validation and checkpoint at the end of every epoch (and when a time or step limit stops the run).
+        let val = evaluate(be, &mut model, &ds, val_idx.clone(), t, b, lambda, false)?;
+        eprintln!(
+            "mfd: epoch {} step {}: val loss {:.5} bce {:.5} macro AUROC {:.4} AUPRC {:.4}",
+            pos.epoch, pos.global_step, val.val_loss, val.bce, val.macro_auroc, val.macro_auprc
+        );
+        log.write(
+            json!({"kind": "val", "epoch": pos.epoch, "step": pos.global_step, "val_loss": val.val_loss, "bce": val.bce,
+                   "corr": val.corr, "macro_auroc": val.macro_auroc, "macro_auprc": val.macro_auprc,
+                   "elapsed_s": start.elapsed().as_secs_f64()}),
+            &metrics_path,
+        )?;
+        let ck = Checkpoint {
+            values: model.params.to_host(be)?,
+            position: pos,
+            world: 1,
+            config_toml: cfg.to_toml(),
+            model_opt: Some((opt_model.step, opt_model.state_to_host(be)?)),
+            adv_opt: Some((opt_adv.step, opt_adv.state_to_host(be)?)),
+            val_loss: val.val_loss,
+        };
+        checkpoint::save(&last_path, &model.params.table, &ck)?;
+        keep_best(&ck_dir, &mut best, cfg.train.keep_best, &model.params.table, &ck)?;
+    }
+
+    let seconds = start.elapsed().as_secs_f64();
+    let best_ck = best.first().map(|(_, p)| p.clone());
+    let best_val_loss = best.first().map(|(l, _)| *l).unwrap_or(f64::NAN);
+    let mut summary = RunSummary {
+        out: out.clone(),
+        steps: pos.global_step,
+        seconds,
+        best_checkpoint: best_ck.clone(),
+        best_val_loss,
+        test: None,
+    };
+    if opts.skip_final_eval {
+        return Ok(summary);
+    }
+    if let Some(path) = &best_ck {
+        let ck = checkpoint::load(path, &model.params.table)?;
+        for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
+            be.write(v, h)?;
+        }
+    }
+    let test = evaluate(be, &mut model, &ds, ds.split_indices(SPLIT_TEST), t, b, lambda, true)?;
+    crate::train::report::write_eval_outputs(&out, "test", &ds, &test)?;
+    eprintln!("mfd: test macro AUROC {:.4} AUPRC {:.4} ({} tiles)", test.macro_auroc, test.macro_auprc, test.n);
+    log.write(
+        json!({"kind": "test", "step": pos.global_step, "bce": test.bce, "macro_auroc": test.macro_auroc, "macro_auprc": test.macro_auprc}),
+        &metrics_path,
+    )?;
+    crate::train::report::write_report(&out, cfg, &ds, &test)?;
+    summary.test = Some(test);
+    Ok(summary)
+}
+
+fn progress_bar(steps: u64, epoch: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(epoch.to_string());
+    bar
+}
+
+/// Checkpoints named `best-<global step>.safetensors`, sorted by their stored validation loss.
+fn list_best(dir: &Path) -> Result<Vec<(f64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let p = entry.at(dir)?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("best-") && name.ends_with(".safetensors") && !name.ends_with(".optim.safetensors") {
+            let bytes = std::fs::read(&p).at(&p)?;
+            let loss = safetensors::SafeTensors::read_metadata(&bytes)
+                .ok()
+                .and_then(|(_, m)| m.metadata().as_ref().and_then(|h| h.get("val_loss").and_then(|s| s.parse().ok())))
+                .unwrap_or(f64::NAN);
+            out.push((loss, p));
+        }
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(out)
+}
+
+fn keep_best(
+    dir: &Path,
+    best: &mut Vec<(f64, PathBuf)>,
+    k: usize,
+    table: &crate::model::params::ParamTable,
+    ck: &Checkpoint,
+) -> Result<()> {
+    let loss = if ck.val_loss.is_finite() { ck.val_loss } else { f64::INFINITY };
+    let path = dir.join(format!("best-{:08}.safetensors", ck.position.global_step));
+    best.retain(|(_, p)| p != &path);
+    best.push((loss, path.clone()));
+    best.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if best.iter().position(|(_, p)| p == &path).is_some_and(|i| i < k.max(1)) {
+        let light = Checkpoint { model_opt: None, adv_opt: None, ..ck.clone() };
+        checkpoint::save(&path, table, &light)?;
+    }
+    while best.len() > k.max(1) {
+        let (_, p) = best.pop().expect("non-empty");
+        if p.exists() {
+            std::fs::remove_file(&p).at(&p)?;
+        }
+    }
+    Ok(())
+}
