@@ -198,6 +198,13 @@ impl Config {
                 ),
             ));
         }
+        let schedule = crate::model::spec::channel_schedule(m.c, m.tower_layers);
+        if schedule.last() != Some(&m.c) {
+            return Err(MfdError::config(
+                "model.c",
+                format!("the tower's channel schedule {schedule:?} does not end at C = {}", m.c),
+            ));
+        }
         if self.train.batch_size < 2 {
             return Err(MfdError::config("train.batch_size", "must be >= 2 (batch statistics)"));
         }

@@ -8,7 +8,8 @@ use crate::config::ModelConfig;
 pub fn channel_schedule(c: usize, layers: usize) -> Vec<usize> {
     let c0 = c / 2;
     let m = (c as f64 / c0 as f64).powf(1.0 / layers as f64);
-    (0..=layers).map(|l| (c0 as f64 * m.powi(l as i32)) as usize).collect()
+    // powf, not powi: Python evaluates `m ** l` with C pow(), and repeated multiplication can round differently.
+    (0..=layers).map(|l| (c0 as f64 * m.powf(l as f64)) as usize).collect()
 }
 
 /// Dilation of dilated block l: floor(2 * D^l).
