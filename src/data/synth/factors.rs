@@ -82,7 +82,7 @@ pub fn tile_factors(lay: Layout, plan: &ContigPlan, view: SeqView, tiles: Range<
         let mut row = k_ps[i];
         if i + 4 <= n {
             for (q, km) in KMERS.iter().enumerate() {
-                row[q] += (&view.seq[i..i + 4] == &km[..]) as u32;
+                row[q] += (view.seq[i..i + 4] == km[..]) as u32;
             }
         }
         k_ps[i + 1] = row;
@@ -135,7 +135,7 @@ pub fn sequence_columns(lay: Layout, view: SeqView, k: u64, contig_len: u64, row
     row[lay.n_frac()] = 1.0 - t.iter().filter(|&&b| is_acgt(b)).count() as f32 / TILE as f32;
 }
 
-/// Mean and sd of the technical factors (gc, k-mers) over unmasked pilot tiles: the z-score constants.
+/// Mean and sd of the technical factors (gc, k-mers) over unmasked calibration tiles: the z-score constants.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FactorNorm {
     pub gc_mean: f32,

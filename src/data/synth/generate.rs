@@ -1,4 +1,4 @@
-//! The generation pass: calibrate on a pilot contig, then stream every contig chunk by chunk, writing FASTA,
+//! The generation pass: calibrate (on the data, or on a pilot contig for `genome`), then stream every contig chunk by chunk, writing FASTA,
 //! tile factors, labels, peaks, truth BEDs and variants as each chunk is made.
 //!
 //! Key decision: one pass, bounded memory. A chunk is seen with 128 bp of its neighbours (the tile windows
@@ -70,14 +70,31 @@ fn buffered(path: &Path) -> Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(1 << 20, File::create(path).at(path)?))
 }
 
-/// Calibrate normalisation constants and b_o on the pilot contig.
+/// At most this many tiles (evenly strided) enter the b_o bisection.
+const CALIBRATION_TILES: usize = 150_000;
+
+/// Calibrate normalisation constants and b_o on the pilot contig, or on the dataset's own contigs.
 fn calibrate(bio: &Biology, p: &Preset, seed: u64, lay: Layout, exps: &mut [Experiment]) -> Result<FactorNorm> {
-    let plan = plan_contig(bio, p, seed, PILOT_INDEX, "pilot", p.pilot_bases);
+    let plans: Vec<ContigPlan> = match p.pilot_bases {
+        Some(n) => vec![plan_contig(bio, p, seed, PILOT_INDEX, "pilot", n)],
+        None => p.contigs.iter().enumerate().map(|(i, (n, l))| plan_contig(bio, p, seed, i as u64, n, *l)).collect(),
+    };
+    let total_tiles: u64 = plans.iter().map(|pl| pl.n_tiles).sum();
+    let stride = (total_tiles as usize).div_ceil(CALIBRATION_TILES).max(1);
+    let f = lay.width();
     let mut rows = Vec::new();
-    for_each_chunk(&plan, seed, p.chunk_bases, |_, view, tiles| {
-        rows.extend(tile_factors(lay, &plan, view, tiles));
-        Ok(())
-    })?;
+    let mut seen = 0usize;
+    for plan in &plans {
+        for_each_chunk(plan, seed, p.chunk_bases, |_, view, tiles| {
+            for row in tile_factors(lay, plan, view, tiles).chunks(f) {
+                if seen.is_multiple_of(stride) {
+                    rows.extend_from_slice(row);
+                }
+                seen += 1;
+            }
+            Ok(())
+        })?;
+    }
     let norm = FactorNorm::fit(lay, &rows);
     let b = LabelModel { lay, norm: norm.clone(), w: &bio.w, exps }.calibrate(&rows);
     for (e, b) in exps.iter_mut().zip(b) {

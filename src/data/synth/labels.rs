@@ -4,9 +4,10 @@
 //! z_tech = theta_gc(o) * zg_i + theta_gc2(o) * zg_i^2 + sum_q phi_q(o) * zk_iq      (psi on the Tn5 k-mer)
 //! p      = sigmoid((z_bio + z_tech - b_o) / T),   y ~ Bernoulli(p)
 //! ```
-//! zg, zk are z-scores with the pilot's constants (`FactorNorm`). Masked tiles (more than half N/IUPAC) get
-//! p = 0, y = 0. Key decisions: b_o is calibrated by bisection on an unwritten pilot contig so that the mean p
-//! equals the experiment's target rate, which works in one streaming pass at any genome size; y uses one RNG
+//! zg, zk are z-scores with the calibration tiles' constants (`FactorNorm`). Masked tiles (more than half N/IUPAC) get
+//! p = 0, y = 0. Key decisions: b_o is calibrated by bisection so that the mean p over calibration tiles equals
+//! the experiment's target rate (the tiles of the dataset itself for small presets, an unwritten pilot contig
+//! for `genome`, so that it stays one streaming pass); y uses one RNG
 //! stream per tile `(seed, contig, tile)`, so labels do not depend on chunking or thread count.
 
 use super::experiments::Experiment;
@@ -108,7 +109,7 @@ impl LabelModel<'_> {
         ChunkLabels { z_bio: all.z_bio, z_tech: all.z_tech, p: all.p, y: all.y }
     }
 
-    /// b_o per experiment such that the mean p over the pilot rows equals its target rate (bisection).
+    /// b_o per experiment such that the mean p over the calibration rows equals its target rate (bisection).
     pub fn calibrate(&self, rows: &[f32]) -> Vec<f32> {
         let f = self.lay.width();
         let terms: Vec<TileTerms> = rows.chunks(f).map(|r| self.terms(r)).collect();
@@ -123,8 +124,8 @@ impl LabelModel<'_> {
                     .collect();
                 let n = terms.len().max(1) as f64;
                 let rate = |b: f32| z.iter().map(|&v| sigmoid((v - b) / TEMPERATURE) as f64).sum::<f64>() / n;
-                let (mut lo, mut hi) = (-30.0f32, 60.0f32);
-                for _ in 0..40 {
+                let (mut lo, mut hi) = (-20.0f32, 40.0f32);
+                for _ in 0..28 {
                     let mid = 0.5 * (lo + hi);
                     if rate(mid) > e.target_rate {
                         lo = mid;

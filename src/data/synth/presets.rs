@@ -31,8 +31,9 @@ pub struct Preset {
     pub gap_every: u64,
     /// IUPAC ambiguity codes sprinkled per contig.
     pub iupac_per_contig: usize,
-    /// Length of the unwritten pilot contig used to calibrate normalisation and b_o.
-    pub pilot_bases: u64,
+    /// Length of an unwritten pilot contig used to calibrate normalisation and b_o; `None` calibrates on the
+    /// dataset's own contigs (an extra sequence pass, affordable for small presets, and exact rates there).
+    pub pilot_bases: Option<u64>,
     /// Positive rate targets per experiment are drawn uniformly from this range.
     pub rate_range: (f64, f64),
     /// Buffered peaks (all experiments) before they are appended to their files.
@@ -88,7 +89,7 @@ pub fn preset(name: &str) -> Result<Preset> {
             gap_len: (1_000, 5_000),
             gap_every: 1_000_000,
             iupac_per_contig: 8,
-            pilot_bases: 2_000_000,
+            pilot_bases: None,
             rate_range: (0.02, 0.06),
             peak_flush: usize::MAX,
         }),
@@ -112,7 +113,7 @@ pub fn preset(name: &str) -> Result<Preset> {
             gap_len: (2_000, 20_000),
             gap_every: 5_000_000,
             iupac_per_contig: 20,
-            pilot_bases: 4_000_000,
+            pilot_bases: None,
             rate_range: (0.015, 0.06),
             peak_flush: usize::MAX,
         }),
@@ -130,7 +131,7 @@ pub fn preset(name: &str) -> Result<Preset> {
             gap_len: (50_000, 3_000_000),
             gap_every: 60_000_000,
             iupac_per_contig: 50,
-            pilot_bases: 8_000_000,
+            pilot_bases: Some(8_000_000),
             rate_range: (0.01, 0.04),
             peak_flush: 8_000_000,
         }),
