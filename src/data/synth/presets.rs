@@ -1,0 +1,158 @@
+//! Size presets of `mfd synth`: tiny (the embedded default training set), bench (~50 Mb, O = 256) and genome
+//! (hg38 contig lengths, O = 2106, streamed).
+//!
+//! Key decision: a preset is plain data; everything else (genome, elements, experiments, labels) reads only
+//! these numbers, so the three sizes run the exact same code paths.
+
+use crate::error::{MfdError, Result};
+
+#[derive(Debug, Clone)]
+pub struct Preset {
+    pub name: &'static str,
+    /// Contig names and lengths in FASTA order.
+    pub contigs: Vec<(String, u64)>,
+    /// Number of experiments O.
+    pub n_experiments: usize,
+    pub n_labs: usize,
+    /// Experiments in reserved, unique (tissue, lab) cells whose peaks are written on test contigs only.
+    pub n_held_out: usize,
+    /// Mean distance between regulatory element starts (bp).
+    pub element_spacing: u64,
+    /// Bases generated per chunk (a multiple of 128; bounds memory).
+    pub chunk_bases: u64,
+    /// Write the dense (tiles, O) truth matrices z_bio, z_tech, p, y.
+    pub dense_truth: bool,
+    /// Variants per class (4 classes).
+    pub variants_per_class: usize,
+    /// N run at each contig end (bp).
+    pub end_n: u64,
+    /// Interior N gap length range (bp), one gap per `gap_every` bp of contig (at least one).
+    pub gap_len: (u64, u64),
+    pub gap_every: u64,
+    /// IUPAC ambiguity codes sprinkled per contig.
+    pub iupac_per_contig: usize,
+    /// Length of an unwritten pilot contig used to calibrate normalisation and b_o; `None` calibrates on the
+    /// dataset's own contigs (an extra sequence pass, affordable for small presets, and exact rates there).
+    pub pilot_bases: Option<u64>,
+    /// Positive rate targets per experiment are drawn uniformly from this range.
+    pub rate_range: (f64, f64),
+    /// Buffered peaks (all experiments) before they are appended to their files.
+    pub peak_flush: usize,
+}
+
+/// hg38 primary chromosome lengths.
+const HG38: &[(&str, u64)] = &[
+    ("chr1", 248_956_422),
+    ("chr2", 242_193_529),
+    ("chr3", 198_295_559),
+    ("chr4", 190_214_555),
+    ("chr5", 181_538_259),
+    ("chr6", 170_805_979),
+    ("chr7", 159_345_973),
+    ("chr8", 145_138_636),
+    ("chr9", 138_394_717),
+    ("chr10", 133_797_422),
+    ("chr11", 135_086_622),
+    ("chr12", 133_275_309),
+    ("chr13", 114_364_328),
+    ("chr14", 107_043_718),
+    ("chr15", 101_991_189),
+    ("chr16", 90_338_345),
+    ("chr17", 83_257_441),
+    ("chr18", 80_373_285),
+    ("chr19", 58_617_616),
+    ("chr20", 64_444_167),
+    ("chr21", 46_709_983),
+    ("chr22", 50_818_468),
+    ("chrX", 156_040_895),
+    ("chrY", 57_227_415),
+];
+
+fn contigs(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+    list.iter().map(|(n, l)| (n.to_string(), *l)).collect()
+}
+
+pub fn preset(name: &str) -> Result<Preset> {
+    match name {
+        "tiny" => Ok(Preset {
+            name: "tiny",
+            // Lengths deliberately not multiples of 128 (the partial last tile is not on the grid).
+            contigs: contigs(&[("chr1", 800_037), ("chr2", 700_013), ("chr9", 650_101), ("chr10", 600_077)]),
+            n_experiments: 24,
+            n_labs: 4,
+            n_held_out: 2,
+            element_spacing: 2_000,
+            chunk_bases: 1 << 18,
+            dense_truth: true,
+            variants_per_class: 50,
+            end_n: 0,
+            gap_len: (1_000, 5_000),
+            gap_every: 1_000_000,
+            iupac_per_contig: 8,
+            pilot_bases: None,
+            rate_range: (0.02, 0.06),
+            peak_flush: usize::MAX,
+        }),
+        "bench" => Ok(Preset {
+            name: "bench",
+            contigs: contigs(&[
+                ("chr1", 12_500_011),
+                ("chr2", 11_500_029),
+                ("chr3", 9_000_047),
+                ("chr9", 8_500_023),
+                ("chr10", 8_500_061),
+            ]),
+            n_experiments: 256,
+            n_labs: 8,
+            n_held_out: 6,
+            element_spacing: 3_000,
+            chunk_bases: 1 << 20,
+            dense_truth: true,
+            variants_per_class: 250,
+            end_n: 10_000,
+            gap_len: (2_000, 20_000),
+            gap_every: 5_000_000,
+            iupac_per_contig: 20,
+            pilot_bases: None,
+            rate_range: (0.015, 0.06),
+            peak_flush: usize::MAX,
+        }),
+        "genome" => Ok(Preset {
+            name: "genome",
+            contigs: contigs(HG38),
+            n_experiments: 2106,
+            n_labs: 24,
+            n_held_out: 20,
+            element_spacing: 5_000,
+            chunk_bases: 1 << 20,
+            dense_truth: false,
+            variants_per_class: 2_500,
+            end_n: 10_000,
+            gap_len: (50_000, 3_000_000),
+            gap_every: 60_000_000,
+            iupac_per_contig: 50,
+            pilot_bases: Some(8_000_000),
+            rate_range: (0.01, 0.04),
+            peak_flush: 8_000_000,
+        }),
+        other => Err(MfdError::config("preset", format!("unknown preset '{other}'; expected tiny, bench or genome"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_hold_test_contigs() {
+        for name in ["tiny", "bench", "genome"] {
+            let p = preset(name).unwrap();
+            assert!(p.contigs.iter().any(|(n, _)| n == "chr9"));
+            assert!(p.contigs.iter().any(|(n, _)| n == "chr10"));
+            assert_eq!(p.chunk_bases % 128, 0);
+        }
+        let g: u64 = preset("genome").unwrap().contigs.iter().map(|c| c.1).sum();
+        assert!((3_000_000_000..3_200_000_000).contains(&g));
+        assert!(preset("huge").is_err());
+    }
+}
