@@ -9,11 +9,12 @@
 //! assigned, tile shards written, checksums taken, `manifest.toml` written last. All of it happens in
 //! `DATASET.partial-<pid>`, renamed to `DATASET` only at the end and removed on any error.
 
-use crate::data::binfile::{write_array, write_atomic, BinFile, BinWriter, DType};
+use crate::data::binfile::{write_atomic, BinWriter, DType};
 use crate::data::fasta::{self, FaiEntry, FastaKind, FastaStream};
 use crate::data::manifest::{self, Contig, Counts, DataFile, Manifest, PrepareSettings, Shard, SourceFile};
 use crate::data::metadata;
 use crate::data::peaks::{self, ContigNames, LabelRule, Peak, PeakSource, TILE};
+use crate::data::tiles::{self, TileSink};
 use crate::error::{IoContext, MfdError, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -177,7 +178,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     }
 
     let tmp = partial_dir(&args.out)?;
-    let guard = RemoveOnDrop(Some(tmp.clone()));
+    let mut guard = RemoveOnDrop(Some(tmp.clone()));
     let o = table.len();
     let row_bytes = manifest::label_row_bytes(o);
 
@@ -195,8 +196,11 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     let grid_tiles: u64 = genome.contigs.iter().map(|c| c.length / TILE).sum();
     let pb = bar(grid_tiles, "labelling tiles");
     for (ci, c) in genome.contigs.iter().enumerate() {
-        let split =
-            if is_test_contig(&c.name, &cfg.test_contigs) { manifest::SPLIT_TEST } else { manifest::SPLIT_TRAIN };
+        let split = if tiles::is_test_contig(&c.name, &cfg.test_contigs) {
+            manifest::SPLIT_TEST
+        } else {
+            manifest::SPLIT_TRAIN
+        };
         let grid = c.length / TILE;
         peaks::label_contig(
             &per_contig[ci],
@@ -211,9 +215,9 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     }
     pb.finish_and_clear();
     drop(per_contig);
-    let shard_ranges = sink.finish()?;
-    let TileSink { mut tiles, pos_nontest, pos_test, .. } = sink;
-    if tiles.is_empty() {
+    let shard_ranges = sink.finish_labels()?;
+    let TileSink { tiles: mut records, pos_nontest, pos_test, .. } = sink;
+    if records.is_empty() {
         return Err(MfdError::other(format!(
             "no tile was kept (min_positive = {}, min_overlap = {}): do the peaks overlap the FASTA's contigs?",
             cfg.min_positive, cfg.min_overlap
@@ -221,12 +225,9 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     }
 
     // 5. Splits, tile shards, per-class counts per split.
-    assign_val(&mut tiles, cfg.val_fraction);
-    let pos_val = val_positives(&tmp, &tiles, &shard_ranges, o, row_bytes)?;
-    for (s, &(first, n)) in shard_ranges.iter().enumerate() {
-        let chunk = &tiles[first as usize..(first + n) as usize];
-        write_array(tmp.join(tiles_name(s)), "tiles", &[n, 4], bytemuck::cast_slice::<[u32; 4], u32>(chunk))?;
-    }
+    tiles::assign_val(&mut records, cfg.val_fraction);
+    let pos_val = tiles::val_positives(&tmp, &records, &shard_ranges, o)?;
+    tiles::write_tile_shards(&tmp, &records, &shard_ranges)?;
     let mut classes_tsv =
         String::from("class\texperiment\tpeaks\tpositives_train\tpositives_val\tpositives_test\tpeaks_unused\n");
     for (i, src) in table.iter().enumerate() {
@@ -247,11 +248,11 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     let positives = pos_nontest.iter().sum::<u64>() + pos_test.iter().sum::<u64>();
     let peaks_read = peak_counts.iter().sum();
     let manifest =
-        build_manifest(args, &cfg, &tmp, &table, genome, peak_sources, &tiles, &shard_ranges, positives, peaks_read)?;
+        build_manifest(args, &cfg, &tmp, &table, genome, peak_sources, &records, &shard_ranges, positives, peaks_read)?;
     manifest.save(&tmp)?;
     let counts = manifest.counts.clone();
     std::fs::rename(&tmp, &args.out).at(&args.out)?;
-    std::mem::forget(guard);
+    guard.0 = None; // renamed into place: nothing left to remove
     Ok(PrepareSummary {
         out: args.out.clone(),
         contigs: manifest.contigs.len(),
@@ -296,7 +297,7 @@ fn partial_dir(out: &Path) -> Result<PathBuf> {
     Ok(tmp)
 }
 
-/// Removes the partial directory unless forgotten after the final rename.
+/// Removes the partial directory on any early return (its path is cleared after the final rename).
 struct RemoveOnDrop(Option<PathBuf>);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -304,12 +305,6 @@ impl Drop for RemoveOnDrop {
             let _ = std::fs::remove_dir_all(p);
         }
     }
-}
-
-/// Test contigs match with or without a leading "chr" on either side.
-pub fn is_test_contig(name: &str, tests: &[String]) -> bool {
-    let bare = |s: &str| s.strip_prefix("chr").unwrap_or(s).to_string();
-    tests.iter().any(|t| bare(t) == bare(name))
 }
 
 fn bar(len: u64, msg: &'static str) -> ProgressBar {
@@ -536,129 +531,6 @@ fn read_all_peaks(
     Ok((per_contig, counts, sources))
 }
 
-fn labels_name(s: usize) -> String {
-    format!("labels-{s:05}.bin")
-}
-fn tiles_name(s: usize) -> String {
-    format!("tiles-{s:05}.bin")
-}
-
-/// Receives kept tiles in genome order: label rows go to shard files, tile records stay in memory.
-struct TileSink {
-    dir: PathBuf,
-    row_bytes: usize,
-    shard_tiles: u64,
-    writer: Option<BinWriter>,
-    /// (first tile, tiles) of every finished label shard.
-    done: Vec<(u64, u64)>,
-    /// (n, 4) records: contig, start, split (train or test until `assign_val`), positives.
-    tiles: Vec<[u32; 4]>,
-    /// Per class, positive kept tiles on train+val contigs, and on test contigs.
-    pos_nontest: Vec<u64>,
-    pos_test: Vec<u64>,
-}
-
-impl TileSink {
-    fn new(dir: &Path, o: usize, shard_tiles: u64) -> Self {
-        let row_bytes = manifest::label_row_bytes(o);
-        TileSink {
-            dir: dir.to_path_buf(),
-            row_bytes,
-            shard_tiles,
-            writer: None,
-            done: Vec::new(),
-            tiles: Vec::new(),
-            pos_nontest: vec![0; o],
-            pos_test: vec![0; o],
-        }
-    }
-
-    fn push(&mut self, rec: [u32; 4], row: &[u8]) -> Result<()> {
-        if self.writer.is_none() {
-            self.writer = Some(BinWriter::create(self.dir.join(labels_name(self.done.len())), "labels", DType::U8)?);
-        }
-        let w = self.writer.as_mut().expect("writer created above");
-        w.write(row)?;
-        self.tiles.push(rec);
-        let counts = if rec[2] == manifest::SPLIT_TEST { &mut self.pos_test } else { &mut self.pos_nontest };
-        for (wi, word) in row.chunks_exact(8).enumerate() {
-            let mut bits = u64::from_le_bytes(word.try_into().expect("8-byte chunk"));
-            while bits != 0 {
-                counts[wi * 64 + bits.trailing_zeros() as usize] += 1;
-                bits &= bits - 1;
-            }
-        }
-        if w.len() == self.shard_tiles * self.row_bytes as u64 {
-            self.close_shard()?;
-        }
-        Ok(())
-    }
-
-    fn close_shard(&mut self) -> Result<()> {
-        if let Some(w) = self.writer.take() {
-            let n = w.len() / self.row_bytes as u64;
-            w.finish(&[n, self.row_bytes as u64])?;
-            let first = self.done.last().map_or(0, |&(f, n)| f + n);
-            self.done.push((first, n));
-        }
-        Ok(())
-    }
-
-    /// Close the last shard; returns (first tile, tiles) per shard.
-    fn finish(&mut self) -> Result<Vec<(u64, u64)>> {
-        self.close_shard()?;
-        Ok(self.done.clone())
-    }
-}
-
-/// The validation rule of mfd-spec.md 6.3: `L = n_train / 10`, `v = floor(val_fraction * (n_train + n_test) / 10)`.
-pub fn val_blocks(n_train: u64, n_test: u64, val_fraction: f64) -> (u64, u64) {
-    (n_train / 10, (val_fraction * (n_train + n_test) as f64 / 10.0).floor() as u64)
-}
-
-/// Turn train tiles (column 2 = SPLIT_TRAIN) into validation ones: the train tile of rank k (genome order) is
-/// validation iff `k mod L < v` (none when L = 0). Test tiles are untouched.
-pub fn assign_val(tiles: &mut [[u32; 4]], val_fraction: f64) {
-    let n_test = tiles.iter().filter(|t| t[2] == manifest::SPLIT_TEST).count() as u64;
-    let n_train = tiles.len() as u64 - n_test;
-    let (l, v) = val_blocks(n_train, n_test, val_fraction);
-    if l == 0 {
-        return;
-    }
-    for (k, t) in tiles.iter_mut().filter(|t| t[2] != manifest::SPLIT_TEST).enumerate() {
-        t[2] = if (k as u64) % l < v { manifest::SPLIT_VAL } else { manifest::SPLIT_TRAIN };
-    }
-}
-
-/// Per class, positive validation tiles, read back from the finished label shards (val is ~5% of tiles).
-fn val_positives(
-    dir: &Path,
-    tiles: &[[u32; 4]],
-    shards: &[(u64, u64)],
-    o: usize,
-    row_bytes: usize,
-) -> Result<Vec<u64>> {
-    let mut counts = vec![0u64; o];
-    for (s, &(first, n)) in shards.iter().enumerate() {
-        let range = first as usize..(first + n) as usize;
-        if !tiles[range.clone()].iter().any(|t| t[2] == manifest::SPLIT_VAL) {
-            continue;
-        }
-        let f = BinFile::open(dir.join(labels_name(s)), "labels", DType::U8)?;
-        let rows = f.bytes();
-        for (i, _) in tiles[range].iter().enumerate().filter(|(_, t)| t[2] == manifest::SPLIT_VAL) {
-            for (wi, word) in rows[i * row_bytes..(i + 1) * row_bytes].chunks_exact(8).enumerate() {
-                let mut bits = u64::from_le_bytes(word.try_into().expect("8-byte chunk"));
-                while bits != 0 {
-                    counts[wi * 64 + bits.trailing_zeros() as usize] += 1;
-                    bits &= bits - 1;
-                }
-            }
-        }
-    }
-    Ok(counts)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn build_manifest(
     args: &PrepareArgs,
@@ -678,8 +550,8 @@ fn build_manifest(
     };
     let mut names = vec!["genome.bin".to_string(), "metadata.tsv".to_string(), "classes.tsv".to_string()];
     for s in 0..shards.len() {
-        names.push(tiles_name(s));
-        names.push(labels_name(s));
+        names.push(tiles::tiles_name(s));
+        names.push(tiles::labels_name(s));
     }
     let pb = bar(names.len() as u64, "checksums");
     let mut hashed: Vec<DataFile> =
