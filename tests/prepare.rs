@@ -187,3 +187,89 @@ fn cli_prints_warnings_and_summary() {
     assert!(o.status.success(), "{out} {}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("verify: all 12 files match"), "{out}");
 }
+
+/// Throughput on a generated ~100 Mb genome with 300 experiments (run by hand:
+/// `cargo test --test prepare -- --ignored --nocapture throughput`). Prints MB of genome per second and peak RSS.
+#[test]
+#[ignore]
+fn throughput() {
+    use mfd::rng::Rng;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = Rng::new(7);
+    // 5 contigs of 20 Mb (a multiple of the 60-base line), 100 Mb in all.
+    let contigs: Vec<(String, u64)> = (1..=5).map(|i| (format!("chr{i}"), 19_999_980)).collect();
+    let mut fa = std::io::BufWriter::new(std::fs::File::create(d.join("g.fa")).unwrap());
+    let mut line = [0u8; 61];
+    line[60] = b'\n';
+    for (name, len) in &contigs {
+        writeln!(fa, ">{name}").unwrap();
+        for _ in 0..len / 60 {
+            for b in &mut line[..60] {
+                *b = b"ACGT"[(rng.next_u64() & 3) as usize];
+            }
+            fa.write_all(&line).unwrap();
+        }
+    }
+    drop(fa);
+    // 300 experiments x 5,000 peaks (half gzip narrowPeak, half BED3), 200-1000 bp each.
+    let o = 300;
+    let mut table = String::from("experiment\tpath\n");
+    let mut meta = String::from("id\tassay\tbiosample\n");
+    for e in 0..o {
+        let mut text = String::new();
+        for _ in 0..5_000 {
+            let (name, len) = &contigs[rng.below(contigs.len() as u64) as usize];
+            let w = 200 + rng.below(800);
+            let s = rng.below(len - w);
+            if e % 2 == 0 {
+                text.push_str(&format!("{name}\t{s}\t{}\tp\t500\t.\t5.0\t3.0\t2.0\t{}\n", s + w, w / 2));
+            } else {
+                text.push_str(&format!("{name}\t{s}\t{}\n", s + w));
+            }
+        }
+        let file = if e % 2 == 0 { format!("e{e}.narrowPeak.gz") } else { format!("e{e}.bed") };
+        let bytes = if e % 2 == 0 { gzip(&text) } else { text.into_bytes() };
+        std::fs::write(d.join(&file), bytes).unwrap();
+        table.push_str(&format!("E{e}\t{file}\n"));
+        meta.push_str(&format!("E{e}\tChIP-seq\tcell{}\n", e % 17));
+    }
+    std::fs::write(d.join("peaks.tsv"), table).unwrap();
+    std::fs::write(d.join("meta.tsv"), meta).unwrap();
+    let args = mfd::data::prepare::PrepareArgs {
+        fasta: d.join("g.fa"),
+        peaks: d.join("peaks.tsv"),
+        metadata: d.join("meta.tsv"),
+        out: d.join("ds"),
+        config: None,
+    };
+    let t = std::time::Instant::now();
+    mfd::data::manifest::sha256_file(&d.join("g.fa")).unwrap();
+    println!("sha256 of the FASTA alone: {:.2} s", t.elapsed().as_secs_f64());
+    // utime + stime of this process in clock ticks (100 per second), from /proc/self/stat.
+    let cpu = || -> f64 {
+        let st = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let f: Vec<&str> = st.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+            / 100.0
+    };
+    let (t, c0) = (std::time::Instant::now(), cpu());
+    let s = prepare(&args).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    println!("prepare CPU time (all threads, user + system): {:.2} s", cpu() - c0);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| st.lines().find(|l| l.starts_with("VmHWM")).map(str::to_string))
+        .unwrap_or_default();
+    println!(
+        "prepare: {} bp, {} classes, {} peaks, {} tiles kept in {secs:.2} s = {:.1} MB/s of genome; {rss}; {:?}",
+        s.genome_bp,
+        s.classes,
+        s.counts.peaks,
+        s.counts.tiles,
+        s.genome_bp as f64 / 1e6 / secs,
+        s.phases
+    );
+}

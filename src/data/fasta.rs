@@ -343,22 +343,26 @@ impl<R: BufRead> FastaStream<R> {
     fn encode_line(&mut self, seq_len: usize, rec: &mut ContigRecord) -> Result<()> {
         let start = self.codes.len();
         self.codes.resize(start + seq_len, 0);
-        let mut bad = None;
-        let mut n = 0u64;
-        let mut iupac = 0u64;
-        for (i, (&b, out)) in self.line[..seq_len].iter().zip(&mut self.codes[start..]).enumerate() {
+        // Fast path without branches: OR of all lookups has bit 2 set only if some byte was not A/C/G/T.
+        let mut any = 0u8;
+        for (&b, out) in self.line[..seq_len].iter().zip(&mut self.codes[start..]) {
             let c = LUT[b as usize];
-            if c < CODE_N {
-                *out = c;
-            } else if c == CODE_N {
-                *out = CODE_N;
-                n += 1;
-            } else if c == IUPAC {
-                *out = CODE_N;
-                iupac += 1;
-            } else {
-                bad = Some((i, b));
-                break;
+            *out = c.min(CODE_N);
+            any |= c;
+        }
+        let mut bad = None;
+        let (mut n, mut iupac) = (0u64, 0u64);
+        if any & CODE_N != 0 {
+            for (i, &b) in self.line[..seq_len].iter().enumerate() {
+                match LUT[b as usize] {
+                    CODE_N => n += 1,
+                    IUPAC => iupac += 1,
+                    INVALID => {
+                        bad = Some((i, b));
+                        break;
+                    }
+                    _ => {}
+                }
             }
         }
         if let Some((i, b)) = bad {

@@ -173,7 +173,8 @@ fn parse_peak_lines<B: BufRead>(
     let mut line = Vec::with_capacity(256);
     let mut ln = 0u64;
     let mut narrow: Option<bool> = if named_np { Some(true) } else { None };
-    let mut last: Option<(Vec<u8>, u32)> = None; // contig name cache: files are usually sorted
+    // Resolved contig names: narrowPeak files are often sorted by signal, so names change line to line.
+    let mut cache: HashMap<Vec<u8>, u32> = HashMap::new();
     loop {
         line.clear();
         if r.read_until(b'\n', &mut line).at(path)? == 0 {
@@ -191,27 +192,34 @@ fn parse_peak_lines<B: BufRead>(
             continue;
         }
         let err = |field: &str, msg: String| MfdError::input(path, Some(ln), Some(field), msg);
-        let cols: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
-        let np = *narrow.get_or_insert(cols.len() == 10);
+        // Up to 11 fields kept (enough to see that a narrowPeak row has too many), all counted.
+        let mut fields: [&[u8]; 11] = [&[]; 11];
+        let mut count = 0usize;
+        for f in line.split(|&b| b == b'\t') {
+            if count < fields.len() {
+                fields[count] = f;
+            }
+            count += 1;
+        }
+        let cols = &fields[..count.min(fields.len())];
+        let ncols = count;
+        let np = *narrow.get_or_insert(ncols == 10);
         let need = if np { 10 } else { 3 };
-        if cols.len() < need {
+        if ncols < need {
             let kind = if np { "narrowPeak needs 10" } else { "BED needs at least 3" };
-            return Err(err(
-                NARROWPEAK[cols.len()],
-                format!("too few columns: {} ({kind}, tab-separated)", cols.len()),
-            ));
+            return Err(err(NARROWPEAK[ncols], format!("too few columns: {ncols} ({kind}, tab-separated)")));
         }
-        if np && cols.len() > 10 {
-            return Err(err("peak", format!("{} columns, narrowPeak has exactly 10", cols.len())));
+        if np && ncols > 10 {
+            return Err(err("peak", format!("{ncols} columns, narrowPeak has exactly 10")));
         }
-        let contig = match &last {
-            Some((n, i)) if n.as_slice() == cols[0] => *i,
-            _ => {
+        let contig = match cache.get(cols[0]) {
+            Some(&i) => i,
+            None => {
                 let name = String::from_utf8_lossy(cols[0]);
                 let i = contigs.resolve(&name).ok_or_else(|| {
                     err("chrom", format!("unknown contig '{name}' (not in the FASTA, also tried with/without \"chr\")"))
                 })?;
-                last = Some((cols[0].to_vec(), i));
+                cache.insert(cols[0].to_vec(), i);
                 i
             }
         };
@@ -230,7 +238,7 @@ fn parse_peak_lines<B: BufRead>(
             ));
         }
         if np {
-            check_narrowpeak(&cols, &err)?;
+            check_narrowpeak(cols, &err)?;
         }
         // Contig lengths are < 2^32 (checked when the FASTA is read), so start/end fit in u32.
         out.push((contig, Peak { start: start as u32, end: end as u32, class }));

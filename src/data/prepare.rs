@@ -111,6 +111,8 @@ pub struct PrepareSummary {
     /// Warnings also printed to stderr.
     pub warnings: Vec<String>,
     pub seconds: f64,
+    /// Wall seconds per phase: (name, seconds).
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 pub fn run(args: &PrepareArgs) -> Result<()> {
@@ -128,7 +130,13 @@ pub fn run(args: &PrepareArgs) -> Result<()> {
         c.tiles, s.grid_tiles, c.train, c.val, c.test, s.shards
     );
     eprintln!("  labels   {} positives, density {density:.5}", c.positives);
-    eprintln!("  time     {:.1} s ({:.1} MB of genome per second)", s.seconds, s.genome_bp as f64 / 1e6 / s.seconds);
+    let phases: Vec<String> = s.phases.iter().map(|(n, t)| format!("{n} {t:.1}")).collect();
+    eprintln!(
+        "  time     {:.1} s, {:.1} MB of genome per second ({} s)",
+        s.seconds,
+        s.genome_bp as f64 / 1e6 / s.seconds,
+        phases.join(", ")
+    );
     if !s.warnings.is_empty() {
         eprintln!("  {} warning(s), see above", s.warnings.len());
     }
@@ -138,6 +146,14 @@ pub fn run(args: &PrepareArgs) -> Result<()> {
 /// Build the dataset directory `args.out`; on error nothing named `args.out` is created.
 pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     let t0 = Instant::now();
+    let mut phases = Vec::new();
+    let mut lap = {
+        let mut last = Instant::now();
+        move |name: &'static str, phases: &mut Vec<(&'static str, f64)>| {
+            phases.push((name, last.elapsed().as_secs_f64()));
+            last = Instant::now();
+        }
+    };
     let cfg = match &args.config {
         Some(p) => PrepareConfig::load(p)?,
         None => PrepareConfig::default(),
@@ -182,12 +198,16 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     let o = table.len();
     let row_bytes = manifest::label_row_bytes(o);
 
+    lap("tables", &mut phases);
+
     // 2. Genome.
     let genome = stream_genome(args, kind, fai.as_deref(), &fai_path, &tmp, &mut warn)?;
+    lap("genome", &mut phases);
     let names = ContigNames::new(&genome.contigs.iter().map(|c| (c.name.clone(), c.length)).collect::<Vec<_>>());
 
     // 3. Peaks.
     let (per_contig, peak_counts, peak_sources) = read_all_peaks(&table, &names, &mut warn)?;
+    lap("peaks", &mut phases);
 
     // 4. Tiles and labels.
     let rule = LabelRule { min_overlap: cfg.min_overlap, min_positive: cfg.min_positive };
@@ -216,6 +236,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     pb.finish_and_clear();
     drop(per_contig);
     let shard_ranges = sink.finish_labels()?;
+    lap("labels", &mut phases);
     let TileSink { tiles: mut records, pos_nontest, pos_test, .. } = sink;
     if records.is_empty() {
         return Err(MfdError::other(format!(
@@ -244,6 +265,8 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     write_atomic(tmp.join("classes.tsv"), classes_tsv.as_bytes())?;
     write_atomic(tmp.join("metadata.tsv"), meta.to_tsv().as_bytes())?;
 
+    lap("splits", &mut phases);
+
     // 6. Checksums and the manifest, last.
     let positives = pos_nontest.iter().sum::<u64>() + pos_test.iter().sum::<u64>();
     let peaks_read = peak_counts.iter().sum();
@@ -251,6 +274,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
         build_manifest(args, &cfg, &tmp, &table, genome, peak_sources, &records, &shard_ranges, positives, peaks_read)?;
     manifest.save(&tmp)?;
     let counts = manifest.counts.clone();
+    lap("checksums", &mut phases);
     std::fs::rename(&tmp, &args.out).at(&args.out)?;
     guard.0 = None; // renamed into place: nothing left to remove
     Ok(PrepareSummary {
@@ -264,6 +288,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
         shards: shard_ranges.len(),
         warnings,
         seconds: t0.elapsed().as_secs_f64(),
+        phases,
     })
 }
 
