@@ -145,6 +145,10 @@ fn refuses_non_empty_out_and_bad_config() {
     let e = prepare(&fx.args()).unwrap_err().to_string();
     assert!(e.contains("already exists and is not empty"), "{e}");
     assert_eq!(std::fs::read_to_string(fx.out.join("keep.txt")).unwrap(), "mine");
+    // An existing empty directory is fine: it is replaced by the dataset.
+    std::fs::remove_file(fx.out.join("keep.txt")).unwrap();
+    prepare(&fx.args()).unwrap();
+    assert!(fx.out.join("manifest.toml").exists());
 
     let fx = fixture();
     let mut a = fx.args();
