@@ -12,4 +12,5 @@ pub mod peaks;
 pub mod prepare;
 pub mod sampler;
 pub mod synth;
+pub mod tiles;
 pub mod window;
