@@ -39,7 +39,7 @@ impl StemShape {
         self.b * self.c_out * self.t
     }
     pub fn validate(&self) -> Result<()> {
-        if self.k % 2 == 0 {
+        if self.k.is_multiple_of(2) {
             return Err(shape_err("stem_conv", format!("kernel width {} must be odd for 'same' padding", self.k)));
         }
         Ok(())
@@ -72,7 +72,7 @@ impl Conv1dShape {
         self.b * self.c_out * self.l
     }
     pub fn validate(&self) -> Result<()> {
-        if self.k % 2 == 0 || self.dilation == 0 {
+        if self.k.is_multiple_of(2) || self.dilation == 0 {
             return Err(shape_err(
                 "conv1d",
                 format!("kernel width {} must be odd and dilation {} positive", self.k, self.dilation),
@@ -83,6 +83,7 @@ impl Conv1dShape {
 }
 
 /// BatchNorm over (B, C, L) activations (statistics over B and L per channel); use L = 1 for (B, F) matrices.
+/// B is this rank's batch; the statistics span all ranks through the op's `Reduce`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BnShape {
     pub b: usize,
@@ -236,7 +237,8 @@ impl HeadShape {
     }
 }
 
-/// Cross-correlation of two (N, C_a) and (N, C_b) matrices: R (C_a, C_b).
+/// Cross-correlation of two (N, C_a) and (N, C_b) matrices: R (C_a, C_b). N is this rank's row count; the
+/// statistics and R span all ranks through the op's `Reduce`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CorrShape {
     pub n: usize,
@@ -254,7 +256,7 @@ impl CorrShape {
     }
 }
 
-/// Per-feature correlation score of a prediction and a target, both (N, C).
+/// Per-feature correlation score of a prediction and a target, both (N, C); N is this rank's row count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct R2Shape {
     pub n: usize,

@@ -173,7 +173,6 @@ mod tests {
             head_bce_fwd(s, f, wt, wb, bias, &labels, &mut p)
         };
         let mut p = vec![0.0; s.out_len()];
-        run(&f, &wt, &wb, &bias);
         head_bce_fwd(s, &f, &wt, &wb, &bias, &labels, &mut p);
         let mut dz = vec![0.0; s.out_len()];
         let mut df = vec![0.0; s.features_len()];

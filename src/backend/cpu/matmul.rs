@@ -122,7 +122,7 @@ mod tests {
         }
         // beta = 0 ignores NaN in c.
         let mut c = vec![f64::NAN; s.m * s.n];
-        matmul(s, &vec![1.0; 15], false, &vec![1.0; 12], false, 1.0, 0.0, &mut c);
+        matmul(s, &[1.0; 15], false, &[1.0; 12], false, 1.0, 0.0, &mut c);
         assert!(c.iter().all(|&v| v == 3.0));
     }
 

@@ -28,7 +28,7 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: Tol) {
         max_abs = max_abs.max(err);
         max_rel = max_rel.max(err / w.abs().max(1e-300));
         let excess = err - (tol.atol + tol.rtol * w.abs());
-        if !(excess <= 0.0) && worst.is_none_or(|(_, e)| excess > e) {
+        if (excess > 0.0 || excess.is_nan()) && worst.is_none_or(|(_, e)| excess > e) {
             worst = Some((i, excess));
         }
     }
