@@ -47,7 +47,8 @@ pub fn head_bce_fwd<T: Real>(
             for (j, p) in prow.iter_mut().enumerate() {
                 let z = dot(ft, &w_tech[j * c..(j + 1) * c]) + dot(fb, &w_bio[j * c..(j + 1) * c]) + bias[j];
                 *p = sigmoid(z);
-                let term = if label(labels, s.row_bytes, b, j) { p.ln() } else { (T::ONE - *p).ln() };
+                // torch: (y - 1) max(log1p(-p), -100) - y max(ln p, -100), y in {0, 1}.
+                let term = if label(labels, s.row_bytes, b, j) { p.ln() } else { (-*p).ln_1p() };
                 row_loss -= term.max(clamp).to_f64();
             }
             row_loss
@@ -75,13 +76,15 @@ pub fn head_bce_bwd<T: Real>(
         return;
     }
     let (c, o) = (s.c, s.o);
-    let inv_n = T::from_f64(1.0 / (s.b * s.o) as f64);
+    let count = T::from_f64((s.b * s.o) as f64);
     let eps = T::from_f64(BCE_GRAD_EPS);
     dz.par_chunks_mut(o).enumerate().for_each(|(b, zrow)| {
         for (j, d) in zrow.iter_mut().enumerate() {
             let p = probs[b * o + j];
             let y = if label(labels, s.row_bytes, b, j) { T::ONE } else { T::ZERO };
-            let dp = inv_n * (p - y) / ((T::ONE - p) * p).max(eps);
+            // In torch's order: BCELoss backward ((p - y) / max((1 - p) p, eps), then / numel for the mean),
+            // then sigmoid backward (dp (1 - p) p).
+            let dp = (p - y) / ((T::ONE - p) * p).max(eps) / count;
             *d = dp * (T::ONE - p) * p;
         }
     });
