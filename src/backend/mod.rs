@@ -1,1 +1,337 @@
-//! Backend trait of primitive ops and its implementations (in progress).
+//! The backend trait: the primitive ops (forward and backward of every layer kind, the fused head + BCE, the
+//! independence penalties and the AMSGrad update) that the model and the training step are written against once.
+//! `cpu` is the f32 numerical reference; a CUDA backend implements the same trait with device buffers.
+//!
+//! Key decisions:
+//! - Buffers are opaque (`Buf` for f32 tensors, `Bytes` for u8 tokens, label bits and pooling argmaxes). Every op
+//!   writes into caller-provided outputs: no hidden allocation of activations on the hot path (a backend may keep
+//!   small per-channel scratch of its own).
+//! - Input gradients (`dx`, `d_features`, ...) are overwritten; parameter gradients (`dw`, `dbias`, `dgamma`, ...)
+//!   are accumulated (`+=`), so a parameter used twice simply gets two backward calls; zero them once per step.
+//! - Ops whose statistics span the batch (batch norm, the Pearson penalty, the R2 score) take a `Reduce`: it sums
+//!   small f64 partial vectors (per-channel sums, the sample count as the last element) across ranks, so N ranks
+//!   at batch B/N compute the statistics of the global batch. `NoReduce` is the single-rank identity. Parameter
+//!   gradients written by these ops are the local contributions (the data-parallel all-reduce adds them up).
+//! - Scalar results (loss, penalty values) come back to the host as f32.
+
+// Op signatures mirror kernel launches: one argument per buffer reads better than argument structs.
+#![allow(clippy::too_many_arguments)]
+
+pub mod cpu;
+pub mod shapes;
+
+pub use shapes::{
+    AdamConfig, BnShape, ChannelCopy, Conv1dShape, CorrShape, CropShape, HeadShape, LinearShape, MatmulShape,
+    PoolShape, R2Shape, StemShape, STEM_CHANNELS, TOKEN_N,
+};
+
+use crate::Result;
+
+/// BatchNorm epsilon (PyTorch default).
+pub const BN_EPS: f64 = 1e-5;
+/// BatchNorm running-statistics momentum (PyTorch default): running = (1 - m) running + m batch.
+pub const BN_MOMENTUM: f64 = 0.1;
+/// Negative slope of the leaky ReLU (PyTorch default), used by the adversary MLPs.
+pub const LEAKY_SLOPE: f64 = 0.01;
+
+/// Element-wise activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// GELU, tanh approximation (PyTorch `approximate='tanh'`).
+    Gelu,
+    Relu,
+    /// Leaky ReLU with slope `LEAKY_SLOPE`.
+    LeakyRelu,
+}
+
+/// Sum of small statistic vectors across data-parallel ranks (an all-reduce); the identity on one rank.
+pub trait Reduce {
+    /// Replace `v` by its element-wise sum over all ranks (every rank calls with the same length).
+    fn sum(&mut self, v: &mut [f64]) -> Result<()>;
+}
+
+/// The single-rank `Reduce`: statistics are those of the local batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReduce;
+
+impl Reduce for NoReduce {
+    fn sum(&mut self, _v: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Primitive ops. Shapes: see `shapes`; (B, C, L) activations, (C_out, C_in, K) conv weights, (out, in) linear
+/// weights. Every op checks buffer lengths against its shape and returns `MfdError::Shape` on a mismatch.
+pub trait Backend: Send + Sync {
+    /// An f32 tensor buffer.
+    type Buf: Send + Sync;
+    /// A u8 buffer (tokens, label bits, argmax of pooling).
+    type Bytes: Send + Sync;
+
+    fn name(&self) -> &'static str;
+
+    // ---- memory ----------------------------------------------------------------------------------------------
+    /// A zero-filled f32 buffer of `len` elements.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    /// A zero-filled u8 buffer of `len` bytes.
+    fn alloc_bytes(&self, len: usize) -> Result<Self::Bytes>;
+    fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    fn upload_bytes(&self, host: &[u8]) -> Result<Self::Bytes>;
+    /// Overwrite an existing buffer with host data of the same length.
+    fn write(&self, dst: &mut Self::Buf, host: &[f32]) -> Result<()>;
+    fn write_bytes(&self, dst: &mut Self::Bytes, host: &[u8]) -> Result<()>;
+    /// Copy a buffer into host memory of the same length.
+    fn download(&self, src: &Self::Buf, host: &mut [f32]) -> Result<()>;
+    fn download_bytes(&self, src: &Self::Bytes, host: &mut [u8]) -> Result<()>;
+    fn buf_len(&self, buf: &Self::Buf) -> usize;
+    fn bytes_len(&self, buf: &Self::Bytes) -> usize;
+    /// The buffer's contents as a new host vector.
+    fn to_host(&self, src: &Self::Buf) -> Result<Vec<f32>> {
+        let mut host = vec![0.0; self.buf_len(src)];
+        self.download(src, &mut host)?;
+        Ok(host)
+    }
+
+    // ---- element-wise and layout helpers ---------------------------------------------------------------------
+    fn fill(&self, buf: &mut Self::Buf, value: f32) -> Result<()>;
+    fn zero(&self, buf: &mut Self::Buf) -> Result<()> {
+        self.fill(buf, 0.0)
+    }
+    /// dst = src (same length).
+    fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf) -> Result<()>;
+    /// x *= alpha.
+    fn scale(&self, alpha: f32, x: &mut Self::Buf) -> Result<()>;
+    /// y += alpha x (gradient accumulation, residual backward).
+    fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// out = a + b (residual forward).
+    fn add(&self, a: &Self::Buf, b: &Self::Buf, out: &mut Self::Buf) -> Result<()>;
+    /// Channel-slice copy between (B, C, L) tensors (split / concat and their backward); `accumulate` adds.
+    fn channel_copy(&self, s: ChannelCopy, src: &Self::Buf, dst: &mut Self::Buf, accumulate: bool) -> Result<()>;
+    /// y (B, C, L - 2 crop) = x[:, :, crop : L - crop].
+    fn crop_fwd(&self, s: CropShape, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// dx (B, C, L) = dy zero-padded by `crop` on each side.
+    fn crop_bwd(&self, s: CropShape, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+
+    // ---- convolutions ----------------------------------------------------------------------------------------
+    /// y (B, C_out, T) = bias + Conv1d over the one-hot dinucleotides of `tokens` (B, T) (values 0..=16; 16 is an
+    /// all-zero column), computed as a gather of weight columns.
+    fn stem_conv_fwd(
+        &self,
+        s: StemShape,
+        tokens: &Self::Bytes,
+        w: &Self::Buf,
+        bias: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// dw (C_out, 16, K) += scatter of dy; dbias (C_out) += sum of dy over (B, T). Tokens have no gradient.
+    fn stem_conv_bwd(
+        &self,
+        s: StemShape,
+        tokens: &Self::Bytes,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        dbias: &mut Self::Buf,
+    ) -> Result<()>;
+    /// y (B, C_out, L) = conv(x (B, C_in, L), w (C_out, C_in, K)), dilation d, 'same' zero padding, no bias.
+    fn conv1d_fwd(&self, s: Conv1dShape, x: &Self::Buf, w: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// dx = conv^T(dy); dw += correlation of dy with x.
+    fn conv1d_bwd(
+        &self,
+        s: Conv1dShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        dw: &mut Self::Buf,
+    ) -> Result<()>;
+
+    // ---- batch norm ------------------------------------------------------------------------------------------
+    /// Training mode: normalise with the batch mean and biased variance over (B, L) (eps `BN_EPS`), save the mean
+    /// and 1/sqrt(var + eps) (C each) for backward, update running mean/var with momentum `BN_MOMENTUM` and the
+    /// unbiased variance (as PyTorch).
+    fn batch_norm_train_fwd(
+        &self,
+        s: BnShape,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        running_mean: &mut Self::Buf,
+        running_var: &mut Self::Buf,
+        save_mean: &mut Self::Buf,
+        save_invstd: &mut Self::Buf,
+        y: &mut Self::Buf,
+        red: &mut dyn Reduce,
+    ) -> Result<()>;
+    /// Eval mode: normalise with the running statistics.
+    fn batch_norm_eval_fwd(
+        &self,
+        s: BnShape,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        running_mean: &Self::Buf,
+        running_var: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Backward of the training-mode forward: dx written, dgamma and dbeta (C) accumulated.
+    fn batch_norm_bwd(
+        &self,
+        s: BnShape,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        gamma: &Self::Buf,
+        save_mean: &Self::Buf,
+        save_invstd: &Self::Buf,
+        dx: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        red: &mut dyn Reduce,
+    ) -> Result<()>;
+
+    // ---- activations and pooling -----------------------------------------------------------------------------
+    /// y = act(x), any shape.
+    fn activation_fwd(&self, act: Activation, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// dx = act'(x) dy.
+    fn activation_bwd(&self, act: Activation, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    /// y (B, C, L/2) = max over pairs; argmax (B, C, L/2) = 0 or 1, the position inside the pair (first on ties).
+    fn max_pool_fwd(&self, s: PoolShape, x: &Self::Buf, y: &mut Self::Buf, argmax: &mut Self::Bytes) -> Result<()>;
+    /// dx (B, C, L): dy routed to the remembered argmax, zero elsewhere (and at an odd last position).
+    fn max_pool_bwd(&self, s: PoolShape, dy: &Self::Buf, argmax: &Self::Bytes, dx: &mut Self::Buf) -> Result<()>;
+
+    // ---- dense -----------------------------------------------------------------------------------------------
+    /// c (m, n) = alpha op(a) op(b) + beta c (see `MatmulShape`); beta = 0 ignores c's old contents.
+    fn matmul(
+        &self,
+        s: MatmulShape,
+        a: &Self::Buf,
+        trans_a: bool,
+        b: &Self::Buf,
+        trans_b: bool,
+        alpha: f32,
+        beta: f32,
+        c: &mut Self::Buf,
+    ) -> Result<()>;
+    /// y (N, out) = x (N, in) w^T + bias.
+    fn linear_fwd(
+        &self,
+        s: LinearShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// dx = dy w (written, skipped when None); dw += dy^T x; dbias += column sums of dy.
+    fn linear_bwd(
+        &self,
+        s: LinearShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dy: &Self::Buf,
+        dx: Option<&mut Self::Buf>,
+        dw: &mut Self::Buf,
+        dbias: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+
+    // ---- output layer + loss ---------------------------------------------------------------------------------
+    /// probs (B, O) = sigmoid(f_tech W_tech^T + f_bio W_bio^T + bias); returns the BCE loss, mean over B*O, each
+    /// log term clamped at -100 (torch `BCELoss` on probabilities).
+    fn head_bce_fwd(
+        &self,
+        s: HeadShape,
+        features: &Self::Buf,
+        w_tech: &Self::Buf,
+        w_bio: &Self::Buf,
+        bias: &Self::Buf,
+        labels: &Self::Bytes,
+        probs: &mut Self::Buf,
+    ) -> Result<f32>;
+    /// Backward from the saved probs: dz (B, O) work buffer receives d loss / d logit as torch autograd computes it
+    /// through sigmoid + BCELoss; d_features (B, 2C) written; dw_tech, dw_bio (O, C) and dbias (O) accumulated.
+    fn head_bce_bwd(
+        &self,
+        s: HeadShape,
+        features: &Self::Buf,
+        w_tech: &Self::Buf,
+        w_bio: &Self::Buf,
+        probs: &Self::Buf,
+        labels: &Self::Bytes,
+        dz: &mut Self::Buf,
+        d_features: &mut Self::Buf,
+        dw_tech: &mut Self::Buf,
+        dw_bio: &mut Self::Buf,
+        dbias: &mut Self::Buf,
+    ) -> Result<()>;
+    /// Eval: logit_tech, logit_bio (B, O) without bias, and probs = sigmoid(logit_tech + logit_bio + bias).
+    fn head_logits(
+        &self,
+        s: HeadShape,
+        features: &Self::Buf,
+        w_tech: &Self::Buf,
+        w_bio: &Self::Buf,
+        bias: &Self::Buf,
+        logit_tech: &mut Self::Buf,
+        logit_bio: &mut Self::Buf,
+        probs: &mut Self::Buf,
+    ) -> Result<()>;
+
+    // ---- independence penalty --------------------------------------------------------------------------------
+    /// R (C_a, C_b) = z(a)^T z(b) / N with z the column standardisation (mean, unbiased std; constant columns give
+    /// 0); returns ||R||_F. Saves R and the column statistics for backward.
+    fn corr_norm_fwd(
+        &self,
+        s: CorrShape,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        r: &mut Self::Buf,
+        stats: &mut Self::Buf,
+        red: &mut dyn Reduce,
+    ) -> Result<f32>;
+    /// da (N, C_a), db (N, C_b) written: gradient of dvalue * ||R||_F.
+    fn corr_norm_bwd(
+        &self,
+        s: CorrShape,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        r: &Self::Buf,
+        stats: &Self::Buf,
+        dvalue: f32,
+        da: &mut Self::Buf,
+        db: &mut Self::Buf,
+        red: &mut dyn Reduce,
+    ) -> Result<()>;
+    /// total_R2: S = sum_j clip((1/N) sum_n z(pred)_nj z(target)_nj, -1, 1)^2. Saves statistics (5C + 1).
+    fn r2_score_fwd(
+        &self,
+        s: R2Shape,
+        pred: &Self::Buf,
+        target: &Self::Buf,
+        stats: &mut Self::Buf,
+        red: &mut dyn Reduce,
+    ) -> Result<f32>;
+    /// dpred, dtarget (N, C) written: gradient of dscore * S (zero where the clip is active).
+    fn r2_score_bwd(
+        &self,
+        s: R2Shape,
+        pred: &Self::Buf,
+        target: &Self::Buf,
+        stats: &Self::Buf,
+        dscore: f32,
+        dpred: &mut Self::Buf,
+        dtarget: &mut Self::Buf,
+        red: &mut dyn Reduce,
+    ) -> Result<()>;
+
+    // ---- optimiser -------------------------------------------------------------------------------------------
+    /// One PyTorch Adam(amsgrad=True) update of `param` in place; `step` is the 1-based step count after this
+    /// update. The gradient is not modified (weight decay is applied to a copy).
+    fn amsgrad_step(
+        &self,
+        cfg: &AdamConfig,
+        step: u64,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        vmax: &mut Self::Buf,
+    ) -> Result<()>;
+}

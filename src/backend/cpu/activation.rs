@@ -1,0 +1,147 @@
+//! Element-wise activations: GELU (tanh approximation, PyTorch `approximate='tanh'`, the trunk's), ReLU and leaky
+//! ReLU (slope 0.01, the adversary's). Backward takes the forward input, as PyTorch's GELU backward does.
+
+use rayon::prelude::*;
+
+use super::real::Real;
+use crate::backend::{Activation, LEAKY_SLOPE};
+
+const CHUNK: usize = 1 << 14;
+/// sqrt(2 / pi).
+const GELU_BETA: f64 = 0.797_884_560_802_865_4;
+const GELU_KAPPA: f64 = 0.044_715;
+
+fn gelu<T: Real>(x: T) -> T {
+    let (beta, kappa, half) = (T::from_f64(GELU_BETA), T::from_f64(GELU_KAPPA), T::from_f64(0.5));
+    let inner = beta * (x + kappa * x * x * x);
+    half * x * (T::ONE + inner.tanh())
+}
+
+/// d gelu / dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) beta (1 + 3 kappa x^2), u = beta (x + kappa x^3).
+fn gelu_grad<T: Real>(x: T) -> T {
+    let (beta, kappa, half) = (T::from_f64(GELU_BETA), T::from_f64(GELU_KAPPA), T::from_f64(0.5));
+    let x2 = x * x;
+    let t = (beta * (x + kappa * x2 * x)).tanh();
+    half * (T::ONE + t) + half * x * (T::ONE - t * t) * beta * (T::ONE + T::from_f64(3.0) * kappa * x2)
+}
+
+fn apply<T: Real>(act: Activation, x: T) -> T {
+    match act {
+        Activation::Gelu => gelu(x),
+        Activation::Relu => {
+            if x > T::ZERO {
+                x
+            } else {
+                T::ZERO
+            }
+        }
+        Activation::LeakyRelu => {
+            if x > T::ZERO {
+                x
+            } else {
+                x * T::from_f64(LEAKY_SLOPE)
+            }
+        }
+    }
+}
+
+/// Derivative as PyTorch defines it at the kink (0 for ReLU and the slope for leaky ReLU at x = 0).
+fn derivative<T: Real>(act: Activation, x: T) -> T {
+    match act {
+        Activation::Gelu => gelu_grad(x),
+        Activation::Relu => {
+            if x > T::ZERO {
+                T::ONE
+            } else {
+                T::ZERO
+            }
+        }
+        Activation::LeakyRelu => {
+            if x > T::ZERO {
+                T::ONE
+            } else {
+                T::from_f64(LEAKY_SLOPE)
+            }
+        }
+    }
+}
+
+pub fn activation_fwd<T: Real>(act: Activation, x: &[T], y: &mut [T]) {
+    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
+        for (yv, &xv) in yc.iter_mut().zip(xc) {
+            *yv = apply(act, xv);
+        }
+    });
+}
+
+pub fn activation_bwd<T: Real>(act: Activation, x: &[T], dy: &[T], dx: &mut [T]) {
+    dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(dc, (xc, gc))| {
+        for ((d, &xv), &g) in dc.iter_mut().zip(xc).zip(gc) {
+            *d = derivative(act, xv) * g;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::testutil::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn gelu_tanh_matches_known_values() {
+        // Reference values of 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) evaluated in f64 (Python math);
+        // the erf GELU differs in the 4th digit (gelu_erf(1) = 0.8413447), so these pin the tanh form.
+        let cases = [
+            (1.0, 0.841_191_990_608_276_8),
+            (-1.0, -0.158_808_009_391_723_24),
+            (2.0, 1.954_597_694_087_775),
+            (0.5, 0.345_714_009_825_143_94),
+            (-3.0, -0.003_637_392_081_772_994_3),
+            (0.0, 0.0),
+        ];
+        // f64: exact formula, so agreement to rounding; f32: ~1 ulp of tanh and a few multiplications.
+        for (x, want) in cases {
+            let mut y = [0.0f64];
+            activation_fwd(Activation::Gelu, &[x], &mut y);
+            assert!((y[0] - want).abs() < 1e-15, "gelu({x}) = {} != {want}", y[0]);
+            let mut y32 = [0.0f32];
+            activation_fwd(Activation::Gelu, &[x as f32], &mut y32);
+            assert!((y32[0] as f64 - want).abs() < 1e-6, "f32 gelu({x}) = {} != {want}", y32[0]);
+        }
+    }
+
+    #[test]
+    fn relu_and_leaky_values() {
+        let x = [-2.0f32, -0.0, 0.0, 3.0];
+        let mut y = [0.0f32; 4];
+        activation_fwd(Activation::Relu, &x, &mut y);
+        assert_eq!(y, [0.0, 0.0, 0.0, 3.0]);
+        activation_fwd(Activation::LeakyRelu, &x, &mut y);
+        assert_eq!(y, [-0.02, 0.0, 0.0, 3.0]);
+        let mut dx = [0.0f32; 4];
+        activation_bwd(Activation::LeakyRelu, &x, &[1.0; 4], &mut dx);
+        assert_eq!(dx, [0.01, 0.01, 0.01, 1.0]);
+        activation_bwd(Activation::Relu, &x, &[1.0; 4], &mut dx);
+        assert_eq!(dx, [0.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let mut rng = Rng::new(299_792_458);
+        for act in [Activation::Gelu, Activation::Relu, Activation::LeakyRelu] {
+            // Values away from the ReLU kink at 0 (|x| >= 0.1 > FD_STEP) so central differences are exact there.
+            let x: Vec<f64> =
+                rand_vec(&mut rng, 40, 3.0).into_iter().map(|v| if v.abs() < 0.1 { v + 0.2 } else { v }).collect();
+            let p = rand_vec(&mut rng, 40, 1.0);
+            let loss = |x: &[f64]| {
+                let mut y = vec![0.0; x.len()];
+                activation_fwd(act, x, &mut y);
+                project(&y, &p)
+            };
+            let mut dx = vec![0.0; x.len()];
+            activation_bwd(act, &x, &p, &mut dx);
+            assert_close(&format!("{act:?} dx"), &dx, &fd_grad(&x, loss), FD_TOL);
+        }
+    }
+}
