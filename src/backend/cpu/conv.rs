@@ -27,6 +27,9 @@ pub fn conv1d_fwd<T: Real>(s: Conv1dShape, x: &[T], w: &[T], y: &mut [T]) {
             let wrow = &w[(o * s.c_in + i) * k..(o * s.c_in + i + 1) * k];
             for (kk, &wv) in wrow.iter().enumerate() {
                 let (off, lo, hi) = tap(&s, kk);
+                if lo >= hi {
+                    continue; // the tap lies wholly in the padding (dilation >= L)
+                }
                 let src = &xrow[(lo as isize + off) as usize..(hi as isize + off) as usize];
                 for (yv, &xv) in yrow[lo..hi].iter_mut().zip(src) {
                     *yv += wv * xv;
@@ -47,6 +50,9 @@ pub fn conv1d_bwd<T: Real>(s: Conv1dShape, x: &[T], w: &[T], dy: &[T], dx: &mut 
             let wrow = &w[(o * s.c_in + i) * k..(o * s.c_in + i + 1) * k];
             for (kk, &wv) in wrow.iter().enumerate() {
                 let (off, lo, hi) = tap(&s, kk);
+                if lo >= hi {
+                    continue; // the tap lies wholly in the padding (dilation >= L)
+                }
                 let dst = &mut dxrow[(lo as isize + off) as usize..(hi as isize + off) as usize];
                 for (d, &g) in dst.iter_mut().zip(&grow[lo..hi]) {
                     *d += wv * g;
@@ -61,6 +67,9 @@ pub fn conv1d_bwd<T: Real>(s: Conv1dShape, x: &[T], w: &[T], dy: &[T], dx: &mut 
                 let xrow = &x[(b * s.c_in + i) * l..(b * s.c_in + i + 1) * l];
                 for kk in 0..k {
                     let (off, lo, hi) = tap(&s, kk);
+                    if lo >= hi {
+                        continue; // the tap lies wholly in the padding (dilation >= L)
+                    }
                     let src = &xrow[(lo as isize + off) as usize..(hi as isize + off) as usize];
                     dwo[i * k + kk] += dot(&grow[lo..hi], src);
                 }
@@ -88,8 +97,9 @@ mod tests {
     #[test]
     fn backward_matches_finite_differences() {
         let mut rng = Rng::new(7);
-        for (k, dilation) in [(1, 1), (3, 2), (5, 1), (3, 3)] {
-            let s = Conv1dShape { b: 2, c_in: 3, c_out: 2, l: 8, k, dilation };
+        // The last cases have taps wholly inside the padding (dilation >= L), as the dilated blocks at L = 1.
+        for (k, dilation, l) in [(1, 1, 8), (3, 2, 8), (5, 1, 8), (3, 3, 8), (3, 2, 1), (3, 3, 2), (5, 1, 2)] {
+            let s = Conv1dShape { b: 2, c_in: 3, c_out: 2, l, k, dilation };
             let x = rand_vec(&mut rng, s.x_len(), 1.0);
             let w = rand_vec(&mut rng, s.weight_len(), 1.0);
             let p = rand_vec(&mut rng, s.y_len(), 1.0);
