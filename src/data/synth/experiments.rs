@@ -198,9 +198,11 @@ pub fn make_experiments(bio: &Biology, p: &Preset, seed: u64) -> (Vec<Lab>, Vec<
             spot2: 0.0,
         });
     }
-    // Fill the reserved cells: the first not-yet-held-out experiment of the cell's tissue moves there.
+    // Fill the reserved cells: a random not-yet-held-out experiment of the cell's tissue moves there.
     for &(t, l) in &reserved {
-        if let Some(e) = exps.iter_mut().find(|e| e.tissue == t && !e.held_out) {
+        let cand: Vec<usize> = (0..exps.len()).filter(|&i| exps[i].tissue == t && !exps[i].held_out).collect();
+        if !cand.is_empty() {
+            let e = &mut exps[cand[rng.below(cand.len() as u64) as usize]];
             e.lab = l;
             e.held_out = true;
         }

@@ -100,11 +100,11 @@ impl LabelModel<'_> {
             })
             .collect();
         let mut all = TileOut::with_capacity(o * per_tile.len(), want_z);
-        for t in per_tile {
-            all.p.extend(t.p);
-            all.y.extend(t.y);
-            all.z_bio.extend(t.z_bio);
-            all.z_tech.extend(t.z_tech);
+        for mut t in per_tile {
+            all.p.append(&mut t.p);
+            all.y.append(&mut t.y);
+            all.z_bio.append(&mut t.z_bio);
+            all.z_tech.append(&mut t.z_tech);
         }
         ChunkLabels { z_bio: all.z_bio, z_tech: all.z_tech, p: all.p, y: all.y }
     }

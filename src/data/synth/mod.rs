@@ -74,10 +74,16 @@ pub struct SynthArgs {
     /// Size preset: tiny (the embedded default, seconds), bench, genome (hg38-scale, streamed).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+    /// Only these contigs of the preset (comma-separated), for partial runs and timing; default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub contigs: Vec<String>,
 }
 
 pub fn run(args: &SynthArgs) -> Result<()> {
-    let p = preset(&args.preset)?;
+    let mut p = preset(&args.preset)?;
+    if !args.contigs.is_empty() {
+        p = p.restrict(&args.contigs)?;
+    }
     let start = Instant::now();
     let s = synthesize(&p, args.seed, &args.out)?;
     let mean_rate = s.rates.iter().sum::<f64>() / s.rates.len().max(1) as f64;

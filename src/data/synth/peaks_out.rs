@@ -86,22 +86,22 @@ impl PeakWriter {
     /// Feed tiles `first_tile..` (contig-local) with their (n, O) labels y and probabilities p.
     pub fn push(&mut self, first_tile: u64, y: &[u8], p: &[f32]) -> Result<()> {
         let o = self.ids.len();
-        let n = y.len() / o;
-        for j in 0..o {
-            if !self.enabled[j] {
-                continue;
-            }
-            for i in 0..n {
-                let (yy, pp, k) = (y[i * o + j], p[i * o + j], first_tile + i as u64);
-                match (&mut self.open[j], yy) {
+        // Row-major walk ((n, O) input): tile by tile, every experiment's open run advances together.
+        for (i, (yrow, prow)) in y.chunks(o).zip(p.chunks(o)).enumerate() {
+            let k = first_tile + i as u64;
+            for j in 0..o {
+                if !self.enabled[j] {
+                    continue;
+                }
+                match (&mut self.open[j], yrow[j]) {
                     (Some(r), 1) => {
                         r.end = k + 1;
-                        if pp > r.best_p {
-                            r.best_p = pp;
+                        if prow[j] > r.best_p {
+                            r.best_p = prow[j];
                             r.best_tile = k;
                         }
                     }
-                    (None, 1) => self.open[j] = Some(Run { start: k, end: k + 1, best_p: pp, best_tile: k }),
+                    (None, 1) => self.open[j] = Some(Run { start: k, end: k + 1, best_p: prow[j], best_tile: k }),
                     (Some(_), _) => self.close(j),
                     (None, _) => {}
                 }

@@ -72,6 +72,19 @@ fn contigs(list: &[(&str, u64)]) -> Vec<(String, u64)> {
     list.iter().map(|(n, l)| (n.to_string(), *l)).collect()
 }
 
+impl Preset {
+    /// The same preset on a subset of its contigs (kept in preset order).
+    pub fn restrict(mut self, names: &[String]) -> Result<Self> {
+        for n in names {
+            if !self.contigs.iter().any(|(c, _)| c == n) {
+                return Err(MfdError::config("contigs", format!("preset {} has no contig '{n}'", self.name)));
+            }
+        }
+        self.contigs.retain(|(c, _)| names.contains(c));
+        Ok(self)
+    }
+}
+
 pub fn preset(name: &str) -> Result<Preset> {
     match name {
         "tiny" => Ok(Preset {
@@ -132,7 +145,7 @@ pub fn preset(name: &str) -> Result<Preset> {
             gap_every: 60_000_000,
             iupac_per_contig: 50,
             pilot_bases: Some(8_000_000),
-            rate_range: (0.01, 0.04),
+            rate_range: (0.01, 0.02),
             peak_flush: 8_000_000,
         }),
         other => Err(MfdError::config("preset", format!("unknown preset '{other}'; expected tiny, bench or genome"))),
@@ -154,5 +167,8 @@ mod tests {
         let g: u64 = preset("genome").unwrap().contigs.iter().map(|c| c.1).sum();
         assert!((3_000_000_000..3_200_000_000).contains(&g));
         assert!(preset("huge").is_err());
+        let r = preset("genome").unwrap().restrict(&["chr21".into(), "chr1".into()]).unwrap();
+        assert_eq!(r.contigs.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["chr1", "chr21"]);
+        assert!(preset("tiny").unwrap().restrict(&["chr3".into()]).is_err());
     }
 }
