@@ -8,6 +8,7 @@
 //!   `H` hidden width of an MLP.
 
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod error;

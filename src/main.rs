@@ -23,6 +23,8 @@ enum Cmd {
     Train(mfd::train::cli::TrainArgs),
     /// Evaluate a checkpoint on a split: per-class AUROC/AUPRC (TSV) and the summary.
     Eval(mfd::train::cli::EvalArgs),
+    /// Throughput benchmarks: `data` (prepare MB/s, windows/s) or `train` (sequences/s); JSON + Markdown.
+    Bench(mfd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Cmd::Inspect(a) => mfd::data::inspect::run(a),
         Cmd::Train(a) => mfd::train::cli::train(a),
         Cmd::Eval(a) => mfd::train::cli::eval(a),
+        Cmd::Bench(a) => mfd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -67,6 +67,7 @@ pub fn ensure_dataset(cfg: &Config) -> Result<()> {
             out: synth_dir.clone(),
             seed: cfg.data.synth_seed,
             preset: preset.clone(),
+            contigs: vec![],
         })?;
     }
     eprintln!("mfd: preparing {}", ds.display());
