@@ -172,17 +172,7 @@ fn nothing_kept_is_an_error() {
 fn cli_error_is_one_line_and_exit_code() {
     let fx = fixture();
     fx.write("peaks/e0.bed", "chr1\t0\tten\n");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mfd"))
-        .args(["prepare", "--fasta"])
-        .arg(&fx.fasta)
-        .arg("--peaks")
-        .arg(&fx.peaks)
-        .arg("--metadata")
-        .arg(&fx.metadata)
-        .arg("--out")
-        .arg(&fx.out)
-        .output()
-        .unwrap();
+    let o = fx.run_prepare_cli();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("error: ") && err.contains("e0.bed:1 [field chromEnd]"), "{err}");

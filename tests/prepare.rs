@@ -167,17 +167,7 @@ fn config_min_positive_zero_and_val_blocks() {
 fn cli_prints_warnings_and_summary() {
     let fx = fixture();
     let bin = env!("CARGO_BIN_EXE_mfd");
-    let o = std::process::Command::new(bin)
-        .args(["prepare", "--fasta"])
-        .arg(&fx.fasta)
-        .arg("--peaks")
-        .arg(&fx.peaks)
-        .arg("--metadata")
-        .arg(&fx.metadata)
-        .arg("--out")
-        .arg(&fx.out)
-        .output()
-        .unwrap();
+    let o = fx.run_prepare_cli();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("warning: ") && err.contains("e3.bed: no peaks"), "{err}");
@@ -191,7 +181,7 @@ fn cli_prints_warnings_and_summary() {
 /// Throughput on a generated ~100 Mb genome with 300 experiments (run by hand:
 /// `cargo test --test prepare -- --ignored --nocapture throughput`). Prints MB of genome per second and peak RSS.
 #[test]
-#[ignore]
+#[ignore = "benchmark: prints prepare throughput, run by hand with --ignored --nocapture"]
 fn throughput() {
     use mfd::rng::Rng;
     use std::io::Write;

@@ -231,7 +231,7 @@ fn shape_mismatch_with_the_manifest_is_an_error() {
 /// Encoding throughput on a ~5 Mb genome. Run with
 /// `cargo test --release --test readers bench_encode_5mb -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "benchmark: prints windows per second, run by hand with --ignored --nocapture"]
 fn bench_encode_5mb() {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path(), &[2_000_000, 1_500_000, 1_500_000], 8192);

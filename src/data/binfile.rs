@@ -88,6 +88,15 @@ fn kind_tag(kind: &str) -> [u8; 8] {
     t
 }
 
+/// Little-endian u32 / u64 at `off` of the (length-checked) header.
+fn le_u32(h: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([h[off], h[off + 1], h[off + 2], h[off + 3]])
+}
+
+fn le_u64(h: &[u8], off: usize) -> u64 {
+    (le_u32(h, off) as u64) | ((le_u32(h, off + 4) as u64) << 32)
+}
+
 fn encode_header(dtype: DType, shape: &[u64], kind: &str) -> [u8; HEADER_LEN] {
     assert!((1..=4).contains(&shape.len()), "binfile ndim must be 1..=4");
     let mut h = [0u8; HEADER_LEN];
@@ -131,7 +140,7 @@ impl BinFile {
         if &h[0..8] != MAGIC {
             return Err(bad("header.magic", "not an mfd array file (bad magic); HINT: re-run `mfd prepare`".into()));
         }
-        let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
+        let version = le_u32(h, 8);
         if version != VERSION {
             return Err(bad("header.version", format!("version {version}, this build reads version {VERSION}")));
         }
@@ -140,16 +149,15 @@ impl BinFile {
             let shown = String::from_utf8_lossy(got_kind).trim_end_matches('\0').to_string();
             return Err(bad("header.kind", format!("holds '{shown}', expected '{kind}'")));
         }
-        let got_dtype = DType::from_u32(u32::from_le_bytes(h[12..16].try_into().unwrap()));
+        let got_dtype = DType::from_u32(le_u32(h, 12));
         if got_dtype != Some(dtype) {
             return Err(bad("header.dtype", format!("dtype {got_dtype:?}, expected {dtype:?}")));
         }
-        let ndim = u32::from_le_bytes(h[16..20].try_into().unwrap()) as usize;
+        let ndim = le_u32(h, 16) as usize;
         if !(1..=4).contains(&ndim) {
             return Err(bad("header.ndim", format!("ndim {ndim} outside 1..=4")));
         }
-        let shape: Vec<u64> =
-            (0..ndim).map(|i| u64::from_le_bytes(h[24 + 8 * i..32 + 8 * i].try_into().unwrap())).collect();
+        let shape: Vec<u64> = (0..ndim).map(|i| le_u64(h, 24 + 8 * i)).collect();
         let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let want = n.and_then(|n| n.checked_mul(dtype.size() as u64)).and_then(|b| b.checked_add(HEADER_LEN as u64));
         if want != Some(len) {

@@ -33,6 +33,8 @@ pub struct GroupNet<B: Backend> {
     d_int: usize,
     interact_mlp: Option<Mlp<B>>,
     interact_in: Option<B::Buf>,
+    /// Gradient of the interact MLP's output (O, C - d_dir).
+    interact_dy: Option<B::Buf>,
     /// W (O, C).
     w: Option<B::Buf>,
     o: usize,
@@ -136,6 +138,7 @@ impl<B: Backend> GroupNet<B> {
             d_dir,
             d_int,
             interact_in: if d_int > 0 { Some(be.alloc(o * d_int)?) } else { None },
+            interact_dy: if interact_mlp.is_none() { None } else { Some(be.alloc(o * (c - d_dir))?) },
             interact_mlp,
             w: Some(be.alloc(o * c)?),
             o,
@@ -143,10 +146,10 @@ impl<B: Backend> GroupNet<B> {
         })
     }
 
-    /// The output of variable i's module (after the last forward).
-    fn var_out<'a>(vars: &'a [VarModule<B>], i: usize, outs: &'a [Option<B::Buf>]) -> &'a B::Buf {
-        match &outs[i] {
-            Some(b) => b,
+    /// The output of variable i's module after the last forward (its MLP's output, or the encoding itself).
+    fn var_out(vars: &[VarModule<B>], i: usize) -> &B::Buf {
+        match &vars[i].mlp {
+            Some(m) => m.output(),
             None => &vars[i].input,
         }
     }
@@ -154,17 +157,10 @@ impl<B: Backend> GroupNet<B> {
     /// W (O, C) from the metadata. Hypernetworks have no BatchNorm, so train and eval are the same computation.
     pub fn forward(&mut self, be: &B, p: &mut Params<B>) -> Result<&B::Buf> {
         let o = self.o;
-        // Transform every variable once; copies keep the borrow of each MLP's output short.
-        let mut outs: Vec<Option<B::Buf>> = Vec::with_capacity(self.vars.len());
+        // Transform every variable once; each output stays in its MLP's cache until the next forward.
         for v in self.vars.iter_mut() {
-            match v.mlp.as_mut() {
-                Some(m) => {
-                    let y = m.forward(be, p, &v.input, o, true, &mut NoReduce)?;
-                    let mut copy = be.alloc(o * v.d_out)?;
-                    be.copy(y, &mut copy)?;
-                    outs.push(Some(copy));
-                }
-                None => outs.push(None),
+            if let Some(m) = v.mlp.as_mut() {
+                m.forward(be, p, &v.input, o, true, &mut NoReduce)?;
             }
         }
         let w = self.w.as_mut().expect("allocated");
@@ -172,7 +168,7 @@ impl<B: Backend> GroupNet<B> {
         for &i in &self.direct {
             let d = self.vars[i].d_out;
             let cc = ChannelCopy { b: o, l: 1, c_src: d, src_off: 0, c_dst: self.c, dst_off: off, n: d };
-            be.channel_copy(cc, Self::var_out(&self.vars, i, &outs), w, false)?;
+            be.channel_copy(cc, Self::var_out(&self.vars, i), w, false)?;
             off += d;
         }
         if let Some(mlp) = self.interact_mlp.as_mut() {
@@ -181,7 +177,7 @@ impl<B: Backend> GroupNet<B> {
             for &i in &self.interact {
                 let d = self.vars[i].d_out;
                 let cc = ChannelCopy { b: o, l: 1, c_src: d, src_off: 0, c_dst: self.d_int, dst_off: ioff, n: d };
-                be.channel_copy(cc, Self::var_out(&self.vars, i, &outs), xin, false)?;
+                be.channel_copy(cc, Self::var_out(&self.vars, i), xin, false)?;
                 ioff += d;
             }
             let y = mlp.forward(be, p, xin, o, true, &mut NoReduce)?;
@@ -212,10 +208,10 @@ impl<B: Backend> GroupNet<B> {
         }
         if let Some(mlp) = self.interact_mlp.as_mut() {
             let n = self.c - self.d_dir;
-            let mut dy = be.alloc(o * n)?;
+            let dy = self.interact_dy.as_mut().expect("allocated with the interact MLP");
             let cc = ChannelCopy { b: o, l: 1, c_src: self.c, src_off: self.d_dir, c_dst: n, dst_off: 0, n };
-            be.channel_copy(cc, dw, &mut dy, false)?;
-            let dxin = mlp.backward(be, p, &dy, true, &mut NoReduce)?;
+            be.channel_copy(cc, dw, dy, false)?;
+            let dxin = mlp.backward(be, p, dy, true, &mut NoReduce)?;
             let mut ioff = 0;
             for &i in &self.interact {
                 let d = self.vars[i].d_out;

@@ -19,6 +19,20 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// Run the `mfd prepare` binary on the fixture's inputs.
+    pub fn run_prepare_cli(&self) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mfd"))
+            .args(["prepare", "--fasta"])
+            .arg(&self.fasta)
+            .arg("--peaks")
+            .arg(&self.peaks)
+            .arg("--metadata")
+            .arg(&self.metadata)
+            .arg("--out")
+            .arg(&self.out)
+            .output()
+            .unwrap()
+    }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
