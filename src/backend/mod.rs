@@ -18,6 +18,7 @@
 #![allow(clippy::too_many_arguments)]
 
 pub mod cpu;
+pub mod cuda;
 pub mod shapes;
 
 pub use shapes::{

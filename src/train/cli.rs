@@ -19,6 +19,9 @@ pub struct TrainArgs {
     /// Override a config value, e.g. `--set model.c=120 --set loss.lambda_indep=0.1` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Backend: cpu, cuda or auto (overrides train.backend; auto uses a GPU when one works).
+    #[arg(long)]
+    pub backend: Option<String>,
     /// Run directory (overrides train.out).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -29,6 +32,9 @@ pub struct TrainArgs {
 
 pub fn train(args: &TrainArgs) -> Result<()> {
     let mut overrides = args.set.clone();
+    if let Some(b) = &args.backend {
+        overrides.push(format!("train.backend={}", toml_string(b)));
+    }
     if let Some(out) = &args.out {
         overrides.push(format!("train.out={}", toml_string(&out.to_string_lossy())));
     }

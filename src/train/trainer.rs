@@ -95,12 +95,9 @@ pub fn load_metadata(cfg: &Config, ds: &Dataset) -> Result<(MappingConfig, Metad
 
 /// Train with the backend the config names.
 pub fn run(cfg: &Config, opts: &TrainOptions) -> Result<RunSummary> {
-    match cfg.train.backend.as_str() {
-        "cpu" | "auto" => run_with(&CpuBackend, cfg, opts),
-        other => Err(MfdError::config(
-            "train.backend",
-            format!("'{other}': this build has the CPU backend only (the CUDA backend is tracked in its own issue)"),
-        )),
+    match crate::backend::cuda::choose_backend(&cfg.train.backend, 0)? {
+        crate::backend::cuda::BackendChoice::Cpu => run_with(&CpuBackend, cfg, opts),
+        crate::backend::cuda::BackendChoice::Cuda(be) => run_with(be.as_ref(), cfg, opts),
     }
 }
 
