@@ -69,6 +69,6 @@ fn a_compile_error_names_the_file_and_line() {
         source: "extern \"C\" __global__ void k() {\n  undefined_fn();\n}\n",
         entries: &["k"],
     };
-    let err = compile(&bad, "compute_90").err().expect("bad source must not compile").to_string();
+    let err = compile(&bad, "compute_90").expect_err("bad source must not compile").to_string();
     assert!(err.contains("broken.cu") && err.contains("undefined_fn"), "{err}");
 }

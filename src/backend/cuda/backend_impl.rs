@@ -24,10 +24,10 @@ impl Backend for CudaBackend {
         self.zeros(len)
     }
     fn upload(&self, host: &[f32]) -> Result<F> {
-        self.from_host(host)
+        self.dev_copy(host)
     }
     fn upload_bytes(&self, host: &[u8]) -> Result<U8> {
-        self.from_host(host)
+        self.dev_copy(host)
     }
     fn write(&self, dst: &mut F, host: &[f32]) -> Result<()> {
         self.put(dst, host)

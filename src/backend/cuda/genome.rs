@@ -49,12 +49,12 @@ impl GpuGenome {
             labels.extend_from_slice(ds.label_row(g));
         }
         Ok(GpuGenome {
-            codes: be.from_host(ds.genome())?,
-            contig_offset: be.from_host(&offsets)?,
-            contig_len: be.from_host(&lengths)?,
-            tile_contig: be.from_host(&tc)?,
-            tile_start: be.from_host(&ts)?,
-            labels: be.from_host(&labels)?,
+            codes: be.dev_copy(ds.genome())?,
+            contig_offset: be.dev_copy(&offsets)?,
+            contig_len: be.dev_copy(&lengths)?,
+            tile_contig: be.dev_copy(&tc)?,
+            tile_start: be.dev_copy(&ts)?,
+            labels: be.dev_copy(&labels)?,
             tiles: tiles.to_vec(),
             row_bytes,
             tile_size: ds.tile_size(),
@@ -92,7 +92,7 @@ impl GpuGenome {
         if nb == 0 {
             return Ok(());
         }
-        let idx = be.from_host(&self.slots(plan)?)?;
+        let idx = be.dev_copy(&self.slots(plan)?)?;
         let [batch, tt, tile, shift, rb] =
             [nb as i64, t as i64, self.tile_size as i64, plan.shift as i64, self.row_bytes as i64];
         let rc = plan.rc as i32;

@@ -86,7 +86,7 @@ impl CudaBackend {
     }
 
     /// A buffer holding a copy of `host`.
-    pub(crate) fn from_host<T: DeviceRepr + ValidAsZeroBits>(&self, host: &[T]) -> Result<DevBuf<T>> {
+    pub(crate) fn dev_copy<T: DeviceRepr + ValidAsZeroBits>(&self, host: &[T]) -> Result<DevBuf<T>> {
         let mut b = self.zeros::<T>(host.len())?;
         self.put(&mut b, host)?;
         Ok(b)

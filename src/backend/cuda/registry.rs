@@ -34,7 +34,10 @@ macro_rules! kernel_file {
 
 /// Every kernel file, one op (forward and backward) per file.
 pub const KERNELS: &[KernelFile] = &[
-    kernel_file!("elementwise.cu", ["fill_f32", "scale_f32", "axpy_f32", "add_f32", "channel_copy_f32", "crop_fwd_f32", "crop_bwd_f32"]),
+    kernel_file!(
+        "elementwise.cu",
+        ["fill_f32", "scale_f32", "axpy_f32", "add_f32", "channel_copy_f32", "crop_fwd_f32", "crop_bwd_f32"]
+    ),
     kernel_file!("activation.cu", ["activation_fwd_f32", "activation_bwd_f32"]),
     kernel_file!("max_pool.cu", ["max_pool_fwd_f32", "max_pool_bwd_f32"]),
     kernel_file!("stem_conv.cu", ["stem_conv_fwd_f32", "stem_conv_bwd_f32"]),

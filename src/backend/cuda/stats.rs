@@ -44,9 +44,7 @@ impl CudaBackend {
             let cfg = per_block(c, 1, 0)?;
             let [bb, cc, ll] = [b, c, l].map(|v| v as i64);
             match mean {
-                Some(m) => {
-                    launch!(self, "channel_moments_f64", cfg, &x.data, &bb, &cc, &ll, &m.data, &mut out.data)?
-                }
+                Some(m) => launch!(self, "channel_moments_f64", cfg, &x.data, &bb, &cc, &ll, &m.data, &mut out.data)?,
                 None => {
                     let null: u64 = 0;
                     launch!(self, "channel_moments_f64", cfg, &x.data, &bb, &cc, &ll, &null, &mut out.data)?
@@ -74,8 +72,8 @@ impl CudaBackend {
         red.sum(&mut sums)?;
         let n = sums[ca + cb];
         let mean: Vec<f64> = sums[..ca + cb].iter().map(|s| if n > 0.0 { s / n } else { 0.0 }).collect();
-        let mut m2 = self.moments(a, rows, ca, 1, Some(&self.from_host(&mean[..ca])?))?;
-        m2.extend(self.moments(b, rows, cb, 1, Some(&self.from_host(&mean[ca..])?))?);
+        let mut m2 = self.moments(a, rows, ca, 1, Some(&self.dev_copy(&mean[..ca])?))?;
+        m2.extend(self.moments(b, rows, cb, 1, Some(&self.dev_copy(&mean[ca..])?))?);
         red.sum(&mut m2)?;
         // Constant columns (population std within 4 f32 epsilons of |mean|) get invstd 0, as the twin.
         let invstd: Vec<f64> = (0..ca + cb)
@@ -101,7 +99,7 @@ impl CudaBackend {
     fn standardize(&self, x: &F, mean: &[f32], invstd: &[f32], rows: usize, c: usize) -> Result<F> {
         let mut z = self.zeros::<f32>(rows * c)?;
         if rows * c > 0 {
-            let (m, s) = (self.from_host(mean)?, self.from_host(invstd)?);
+            let (m, s) = (self.dev_copy(mean)?, self.dev_copy(invstd)?);
             let (nn, cc) = (rows as i64, c as i64);
             launch!(self, "standardize_f32", grid1d(rows * c), &x.data, &m.data, &s.data, &mut z.data, &nn, &cc)?;
         }
@@ -128,7 +126,7 @@ impl CudaBackend {
             }
             let mean_g: Vec<f32> = s[..c].iter().map(|v| (v / n) as f32).collect();
             let cov_g: Vec<f32> = s[c..].iter().map(|v| (if n > 1.0 { v / (n - 1.0) } else { 0.0 }) as f32).collect();
-            let (inv_d, mg, cg) = (self.from_host(inv)?, self.from_host(&mean_g)?, self.from_host(&cov_g)?);
+            let (inv_d, mg, cg) = (self.dev_copy(inv)?, self.dev_copy(&mean_g)?, self.dev_copy(&cov_g)?);
             let (nn, cc) = (rows as i64, c as i64);
             launch!(
                 self,
@@ -175,7 +173,7 @@ impl CudaBackend {
             return Err(MfdError::Shape { op: OP, msg: format!("training needs > 1 value per channel, got {n}") });
         }
         let mean: Vec<f64> = sums[..s.c].iter().map(|v| v / n).collect();
-        let mut m2 = self.moments(x, s.b, s.c, s.l, Some(&self.from_host(&mean)?))?;
+        let mut m2 = self.moments(x, s.b, s.c, s.l, Some(&self.dev_copy(&mean)?))?;
         red.sum(&mut m2)?;
         let (mut rmh, mut rvh) = (self.host_vec(rm)?, self.host_vec(rv)?);
         let (mut smh, mut sih) = (vec![0.0f32; s.c], vec![0.0f32; s.c]);
@@ -227,14 +225,17 @@ impl CudaBackend {
         const OP: &str = "batch_norm_eval";
         check(OP, "x", x.len, s.x_len())?;
         check(OP, "y", y.len, s.x_len())?;
-        for (name, len) in
-            [("gamma", gamma.len), ("beta", beta.len), ("running_mean", running_mean.len), ("running_var", running_var.len)]
-        {
+        for (name, len) in [
+            ("gamma", gamma.len),
+            ("beta", beta.len),
+            ("running_mean", running_mean.len),
+            ("running_var", running_var.len),
+        ] {
             check(OP, name, len, s.c)?;
         }
         let inv: Vec<f32> =
             self.host_vec(running_var)?.iter().map(|&v| (1.0 / (v as f64 + BN_EPS).sqrt()) as f32).collect();
-        let inv = self.from_host(&inv)?;
+        let inv = self.dev_copy(&inv)?;
         self.bn_normalise(s, x, gamma, beta, running_mean, &inv, y)
     }
 
@@ -295,7 +296,7 @@ impl CudaBackend {
         }
         let mean_dy: Vec<f32> = (0..s.c).map(|c| (global[c] / n) as f32).collect();
         let mean_dyx: Vec<f32> = (0..s.c).map(|c| (global[s.c + c] / n) as f32).collect();
-        let (mdy, mdyx) = (self.from_host(&mean_dy)?, self.from_host(&mean_dyx)?);
+        let (mdy, mdyx) = (self.dev_copy(&mean_dy)?, self.dev_copy(&mean_dyx)?);
         let [b, c, l] = [s.b, s.c, s.l].map(|v| v as i64);
         launch!(
             self,
@@ -380,7 +381,7 @@ impl CudaBackend {
         let norm = rh.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
         let g = if norm > 0.0 && n > 0.0 { dvalue as f64 / norm / n } else { 0.0 };
         let dr: Vec<f32> = rh.iter().map(|&v| (g * v as f64) as f32).collect();
-        let dr = self.from_host(&dr)?;
+        let dr = self.dev_copy(&dr)?;
         let (mean_a, inv_a) = (&st[..ca], &st[ca..2 * ca]);
         let (mean_b, inv_b) = (&st[2 * ca..2 * ca + cb], &st[2 * ca + cb..2 * (ca + cb)]);
         let za = self.standardize(a, mean_a, inv_a, s.n, ca)?;
@@ -393,7 +394,14 @@ impl CudaBackend {
         self.standardize_bwd2(n, s.n, (&za, inv_a, da), (&zb, inv_b, db), red)
     }
 
-    pub(crate) fn k_r2_fwd(&self, s: R2Shape, pred: &F, target: &F, stats: &mut F, red: &mut dyn Reduce) -> Result<f32> {
+    pub(crate) fn k_r2_fwd(
+        &self,
+        s: R2Shape,
+        pred: &F,
+        target: &F,
+        stats: &mut F,
+        red: &mut dyn Reduce,
+    ) -> Result<f32> {
         check("r2_score", "pred", pred.len, s.x_len())?;
         check("r2_score", "target", target.len, s.x_len())?;
         check("r2_score", "stats", stats.len, s.stats_len())?;
@@ -449,7 +457,7 @@ impl CudaBackend {
         let zp = self.standardize(pred, mean_p, inv_p, s.n, c)?;
         let zt = self.standardize(target, mean_t, inv_t, s.n, c)?;
         if s.x_len() > 0 {
-            let g = self.from_host(&g)?;
+            let g = self.dev_copy(&g)?;
             let (nn, cc) = (s.n as i64, c as i64);
             launch!(
                 self,

@@ -1,0 +1,409 @@
+//! Every CUDA kernel against its CPU twin (`backend::cpu`) on seeded random inputs, at a stated tolerance, plus
+//! the GPU-resident window encoding against `data::window`. Each test builds the same inputs on both backends
+//! (one body, expanded once per backend by `on_both!`) and compares every output.
+//!
+//! Without a working GPU (no driver, no device, no NVRTC) every test prints `SKIP` with the reason and passes;
+//! MFD_REQUIRE_GPU=1 turns the skip into a failure (for runs on the GPU machine).
+
+use mfd::backend::cpu::CpuBackend;
+use mfd::backend::cuda::CudaBackend;
+use mfd::backend::*;
+use mfd::rng::Rng;
+use std::sync::OnceLock;
+
+/// |gpu - cpu| <= atol + rtol |cpu|, element-wise.
+#[derive(Debug, Clone, Copy)]
+struct Tol {
+    atol: f64,
+    rtol: f64,
+}
+
+/// Same f32 operations in the same order (copies, routing, single products): bit-identical.
+const EXACT: Tol = Tol { atol: 0.0, rtol: 0.0 };
+/// Element-wise transcendental functions (tanhf, expf, logf) differ from Rust's by a few ulps.
+const ULPS: Tol = Tol { atol: 1e-6, rtol: 1e-5 };
+/// f32 sums of up to a few hundred O(1) terms in a different order (tiles, atomics, f64 partials).
+const SUMS: Tol = Tol { atol: 1e-4, rtol: 1e-4 };
+
+fn gpu() -> Option<&'static CudaBackend> {
+    static GPU: OnceLock<Result<CudaBackend, String>> = OnceLock::new();
+    let g = GPU.get_or_init(|| CudaBackend::new(0).map_err(|e| e.to_string()));
+    match g {
+        Ok(be) => Some(be),
+        Err(why) => {
+            let required = std::env::var("MFD_REQUIRE_GPU").is_ok_and(|v| v == "1");
+            assert!(!required, "MFD_REQUIRE_GPU=1 but no usable GPU: {why}");
+            eprintln!("SKIP cuda kernel test: no usable GPU ({why})");
+            None
+        }
+    }
+}
+
+fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: Tol) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: length");
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        let excess = (g as f64 - c as f64).abs() - (tol.atol + tol.rtol * (c as f64).abs());
+        let bad = excess > 0.0 || (g.is_nan() != c.is_nan());
+        if bad && worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
+        }
+    }
+    if let Some((i, _)) = worst {
+        let max_abs = gpu.iter().zip(cpu).map(|(g, c)| (g - c).abs()).fold(0.0f32, f32::max);
+        panic!("{what}: gpu {} vs cpu {} at {i}; max abs err {max_abs:.3e}; tol {tol:?}", gpu[i], cpu[i]);
+    }
+}
+
+fn rand(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform(-scale, scale) as f32).collect()
+}
+
+/// Run `$body` with `$be` bound to the CPU backend, then to the GPU one; both return Vec<(name, Vec<f32>)>, and
+/// every named output is compared at `$tol`.
+macro_rules! on_both {
+    ($tol:expr, |$be:ident| $body:block) => {{
+        let Some(g) = gpu() else { return };
+        let cpu_out: Vec<(&str, Vec<f32>)> = {
+            let $be = &CpuBackend;
+            $body
+        };
+        let gpu_out: Vec<(&str, Vec<f32>)> = {
+            let $be = g;
+            $body
+        };
+        for ((name, c), (_, gv)) in cpu_out.iter().zip(&gpu_out) {
+            assert_close(name, gv, c, $tol);
+        }
+    }};
+}
+
+#[test]
+fn elementwise_and_layout() {
+    let mut rng = Rng::new(1);
+    let (a, b) = (rand(&mut rng, 1000, 2.0), rand(&mut rng, 1000, 2.0));
+    let cc = ChannelCopy { b: 3, l: 7, c_src: 5, src_off: 1, c_dst: 6, dst_off: 2, n: 3 };
+    let src = rand(&mut rng, cc.src_len(), 1.0);
+    let dst0 = rand(&mut rng, cc.dst_len(), 1.0);
+    let cs = CropShape { b: 2, c: 3, l: 11, crop: 3 };
+    let x = rand(&mut rng, cs.x_len(), 1.0);
+    on_both!(EXACT, |be| {
+        let (ua, ub) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+        let mut out = be.alloc(a.len()).unwrap();
+        be.add(&ua, &ub, &mut out).unwrap();
+        let mut y = be.upload(&b).unwrap();
+        be.axpy(0.5, &ua, &mut y).unwrap();
+        be.scale(-3.0, &mut y).unwrap();
+        let mut f = be.alloc(17).unwrap();
+        be.fill(&mut f, 2.5).unwrap();
+        let mut d = be.upload(&dst0).unwrap();
+        be.channel_copy(cc, &be.upload(&src).unwrap(), &mut d, true).unwrap();
+        let mut cy = be.alloc(cs.y_len()).unwrap();
+        be.crop_fwd(cs, &be.upload(&x).unwrap(), &mut cy).unwrap();
+        let mut cx = be.alloc(cs.x_len()).unwrap();
+        be.crop_bwd(cs, &cy, &mut cx).unwrap();
+        let mut cp = be.alloc(a.len()).unwrap();
+        be.copy(&ua, &mut cp).unwrap();
+        vec![
+            ("add", be.to_host(&out).unwrap()),
+            ("axpy+scale", be.to_host(&y).unwrap()),
+            ("fill", be.to_host(&f).unwrap()),
+            ("channel_copy", be.to_host(&d).unwrap()),
+            ("crop_fwd", be.to_host(&cy).unwrap()),
+            ("crop_bwd", be.to_host(&cx).unwrap()),
+            ("copy", be.to_host(&cp).unwrap()),
+        ]
+    });
+}
+
+#[test]
+fn activations_forward_and_backward() {
+    let mut rng = Rng::new(2);
+    let mut x = rand(&mut rng, 4096, 6.0);
+    x[0] = 0.0; // the kink
+    let dy = rand(&mut rng, 4096, 1.0);
+    on_both!(ULPS, |be| {
+        let (ux, udy) = (be.upload(&x).unwrap(), be.upload(&dy).unwrap());
+        let mut outs = Vec::new();
+        for (name, act) in [("gelu", Activation::Gelu), ("relu", Activation::Relu), ("leaky", Activation::LeakyRelu)] {
+            let (mut y, mut dx) = (be.alloc(x.len()).unwrap(), be.alloc(x.len()).unwrap());
+            be.activation_fwd(act, &ux, &mut y).unwrap();
+            be.activation_bwd(act, &ux, &udy, &mut dx).unwrap();
+            outs.push((name, be.to_host(&y).unwrap()));
+            outs.push((name, be.to_host(&dx).unwrap()));
+        }
+        outs
+    });
+}
+
+#[test]
+fn max_pool_forward_and_backward() {
+    let mut rng = Rng::new(3);
+    let s = PoolShape { b: 3, c: 4, l: 33 };
+    let mut x = rand(&mut rng, s.x_len(), 1.0);
+    x[2] = x[3]; // a tie
+    let dy = rand(&mut rng, s.y_len(), 1.0);
+    on_both!(EXACT, |be| {
+        let (mut y, mut am) = (be.alloc(s.y_len()).unwrap(), be.alloc_bytes(s.y_len()).unwrap());
+        be.max_pool_fwd(s, &be.upload(&x).unwrap(), &mut y, &mut am).unwrap();
+        let mut dx = be.alloc(s.x_len()).unwrap();
+        be.max_pool_bwd(s, &be.upload(&dy).unwrap(), &am, &mut dx).unwrap();
+        let mut amh = vec![0u8; s.y_len()];
+        be.download_bytes(&am, &mut amh).unwrap();
+        vec![
+            ("pool y", be.to_host(&y).unwrap()),
+            ("pool argmax", amh.iter().map(|&v| v as f32).collect()),
+            ("pool dx", be.to_host(&dx).unwrap()),
+        ]
+    });
+}
+
+#[test]
+fn stem_conv_gather_and_scatter() {
+    let mut rng = Rng::new(4);
+    let s = StemShape { b: 3, t: 300, c_out: 8, k: 15 };
+    let tokens: Vec<u8> = (0..s.tokens_len()).map(|_| rng.below(18).min(16) as u8).collect();
+    let (w, bias, dy) =
+        (rand(&mut rng, s.weight_len(), 1.0), rand(&mut rng, s.c_out, 1.0), rand(&mut rng, s.out_len(), 1.0));
+    let dw0 = rand(&mut rng, s.weight_len(), 1.0);
+    on_both!(SUMS, |be| {
+        let tk = be.upload_bytes(&tokens).unwrap();
+        let mut y = be.alloc(s.out_len()).unwrap();
+        be.stem_conv_fwd(s, &tk, &be.upload(&w).unwrap(), &be.upload(&bias).unwrap(), &mut y).unwrap();
+        // Accumulation into non-zero gradients.
+        let (mut dw, mut db) = (be.upload(&dw0).unwrap(), be.upload(&bias).unwrap());
+        be.stem_conv_bwd(s, &tk, &be.upload(&dy).unwrap(), &mut dw, &mut db).unwrap();
+        vec![
+            ("stem y", be.to_host(&y).unwrap()),
+            ("stem dw", be.to_host(&dw).unwrap()),
+            ("stem db", be.to_host(&db).unwrap()),
+        ]
+    });
+}
+
+#[test]
+fn conv1d_dilated_forward_and_backward() {
+    let mut rng = Rng::new(5);
+    for s in [
+        Conv1dShape { b: 2, c_in: 5, c_out: 6, l: 40, k: 5, dilation: 2 },
+        Conv1dShape { b: 3, c_in: 7, c_out: 4, l: 9, k: 1, dilation: 1 },
+    ] {
+        let (x, w, dy) =
+            (rand(&mut rng, s.x_len(), 1.0), rand(&mut rng, s.weight_len(), 1.0), rand(&mut rng, s.y_len(), 1.0));
+        let dw0 = rand(&mut rng, s.weight_len(), 1.0);
+        on_both!(SUMS, |be| {
+            let (ux, uw) = (be.upload(&x).unwrap(), be.upload(&w).unwrap());
+            let mut y = be.alloc(s.y_len()).unwrap();
+            be.conv1d_fwd(s, &ux, &uw, &mut y).unwrap();
+            let (mut dx, mut dw) = (be.alloc(s.x_len()).unwrap(), be.upload(&dw0).unwrap());
+            be.conv1d_bwd(s, &ux, &uw, &be.upload(&dy).unwrap(), &mut dx, &mut dw).unwrap();
+            vec![
+                ("conv y", be.to_host(&y).unwrap()),
+                ("conv dx", be.to_host(&dx).unwrap()),
+                ("conv dw", be.to_host(&dw).unwrap()),
+            ]
+        });
+    }
+}
+
+#[test]
+fn matmul_transposes_and_linear() {
+    let mut rng = Rng::new(6);
+    let s = MatmulShape { m: 37, n: 19, k: 23 };
+    let (a, b, c0) = (rand(&mut rng, s.m * s.k, 1.0), rand(&mut rng, s.k * s.n, 1.0), rand(&mut rng, s.m * s.n, 1.0));
+    let ls = LinearShape { n: 9, d_in: 13, d_out: 5 };
+    let (x, w, bias, dy) =
+        (rand(&mut rng, 9 * 13, 1.0), rand(&mut rng, 5 * 13, 1.0), rand(&mut rng, 5, 1.0), rand(&mut rng, 9 * 5, 1.0));
+    on_both!(SUMS, |be| {
+        let mut outs = Vec::new();
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut c = be.upload(&c0).unwrap();
+            be.matmul(s, &be.upload(&a).unwrap(), ta, &be.upload(&b).unwrap(), tb, 0.7, 0.5, &mut c).unwrap();
+            outs.push(("matmul", be.to_host(&c).unwrap()));
+        }
+        let (ux, uw) = (be.upload(&x).unwrap(), be.upload(&w).unwrap());
+        let mut y = be.alloc(9 * 5).unwrap();
+        be.linear_fwd(ls, &ux, &uw, Some(&be.upload(&bias).unwrap()), &mut y).unwrap();
+        let (mut dx, mut dw, mut db) = (be.alloc(9 * 13).unwrap(), be.upload(&w).unwrap(), be.upload(&bias).unwrap());
+        be.linear_bwd(ls, &ux, &uw, &be.upload(&dy).unwrap(), Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+        outs.extend([
+            ("linear y", be.to_host(&y).unwrap()),
+            ("linear dx", be.to_host(&dx).unwrap()),
+            ("linear dw", be.to_host(&dw).unwrap()),
+            ("linear db", be.to_host(&db).unwrap()),
+        ]);
+        outs
+    });
+}
+
+#[test]
+fn batch_norm_train_eval_backward() {
+    let mut rng = Rng::new(7);
+    for s in [BnShape { b: 4, c: 6, l: 50 }, BnShape { b: 16, c: 5, l: 1 }] {
+        let x: Vec<f32> = rand(&mut rng, s.x_len(), 2.0).iter().map(|v| v + 1.5).collect();
+        let (gamma, beta, dy) = (rand(&mut rng, s.c, 1.5), rand(&mut rng, s.c, 1.0), rand(&mut rng, s.x_len(), 1.0));
+        on_both!(SUMS, |be| {
+            let ux = be.upload(&x).unwrap();
+            let (ug, ub) = (be.upload(&gamma).unwrap(), be.upload(&beta).unwrap());
+            let (mut rm, mut rv) = (be.upload(&vec![0.1; s.c]).unwrap(), be.upload(&vec![0.9; s.c]).unwrap());
+            let (mut sm, mut si, mut y) =
+                (be.alloc(s.c).unwrap(), be.alloc(s.c).unwrap(), be.alloc(s.x_len()).unwrap());
+            be.batch_norm_train_fwd(s, &ux, &ug, &ub, &mut rm, &mut rv, &mut sm, &mut si, &mut y, &mut NoReduce)
+                .unwrap();
+            let mut ye = be.alloc(s.x_len()).unwrap();
+            be.batch_norm_eval_fwd(s, &ux, &ug, &ub, &rm, &rv, &mut ye).unwrap();
+            let (mut dx, mut dg, mut db) =
+                (be.alloc(s.x_len()).unwrap(), be.alloc(s.c).unwrap(), be.alloc(s.c).unwrap());
+            be.batch_norm_bwd(
+                s,
+                &ux,
+                &be.upload(&dy).unwrap(),
+                &ug,
+                &sm,
+                &si,
+                &mut dx,
+                &mut dg,
+                &mut db,
+                &mut NoReduce,
+            )
+            .unwrap();
+            vec![
+                ("bn y", be.to_host(&y).unwrap()),
+                ("bn running_mean", be.to_host(&rm).unwrap()),
+                ("bn running_var", be.to_host(&rv).unwrap()),
+                ("bn save_invstd", be.to_host(&si).unwrap()),
+                ("bn eval y", be.to_host(&ye).unwrap()),
+                ("bn dx", be.to_host(&dx).unwrap()),
+                ("bn dgamma", be.to_host(&dg).unwrap()),
+                ("bn dbeta", be.to_host(&db).unwrap()),
+            ]
+        });
+    }
+}
+
+#[test]
+fn head_bce_forward_backward_and_logits() {
+    let mut rng = Rng::new(8);
+    // O = 70 spans 9 label bytes (row_bytes 16, whole u64 words); C = 20 is not a multiple of the 16-wide tile.
+    let s = HeadShape { b: 21, c: 20, o: 70, row_bytes: 16 };
+    let f = rand(&mut rng, s.features_len(), 1.0);
+    let (wt, wb, bias) =
+        (rand(&mut rng, s.weight_len(), 0.5), rand(&mut rng, s.weight_len(), 0.5), rand(&mut rng, s.o, 1.0));
+    let labels: Vec<u8> = (0..s.labels_len()).map(|_| rng.below(256) as u8).collect();
+    on_both!(SUMS, |be| {
+        let (uf, uwt, uwb, ubias) =
+            (be.upload(&f).unwrap(), be.upload(&wt).unwrap(), be.upload(&wb).unwrap(), be.upload(&bias).unwrap());
+        let ul = be.upload_bytes(&labels).unwrap();
+        let mut p = be.alloc(s.out_len()).unwrap();
+        let loss = be.head_bce_fwd(s, &uf, &uwt, &uwb, &ubias, &ul, &mut p).unwrap();
+        let (mut dz, mut df) = (be.alloc(s.out_len()).unwrap(), be.alloc(s.features_len()).unwrap());
+        let (mut dwt, mut dwb, mut db) = (be.upload(&wt).unwrap(), be.upload(&wb).unwrap(), be.upload(&bias).unwrap());
+        be.head_bce_bwd(s, &uf, &uwt, &uwb, &p, &ul, &mut dz, &mut df, &mut dwt, &mut dwb, &mut db).unwrap();
+        let (mut lt, mut lb, mut pe) =
+            (be.alloc(s.out_len()).unwrap(), be.alloc(s.out_len()).unwrap(), be.alloc(s.out_len()).unwrap());
+        be.head_logits(s, &uf, &uwt, &uwb, &ubias, &mut lt, &mut lb, &mut pe).unwrap();
+        vec![
+            ("head loss", vec![loss]),
+            ("head probs", be.to_host(&p).unwrap()),
+            ("head dz", be.to_host(&dz).unwrap()),
+            ("head d_features", be.to_host(&df).unwrap()),
+            ("head dw_tech", be.to_host(&dwt).unwrap()),
+            ("head dw_bio", be.to_host(&dwb).unwrap()),
+            ("head dbias", be.to_host(&db).unwrap()),
+            ("head logit_tech", be.to_host(&lt).unwrap()),
+            ("head logit_bio", be.to_host(&lb).unwrap()),
+            ("head eval probs", be.to_host(&pe).unwrap()),
+        ]
+    });
+}
+
+#[test]
+fn pearson_penalty_and_r2_forward_backward() {
+    let mut rng = Rng::new(9);
+    let s = CorrShape { n: 33, c_a: 6, c_b: 5 };
+    let a = rand(&mut rng, s.n * s.c_a, 1.0);
+    // b correlated with a, plus one constant column (exercises the constant-column rule).
+    let mut b: Vec<f32> =
+        (0..s.n * s.c_b).map(|i| a[(i / s.c_b) * s.c_a + i % s.c_b] + rng.uniform(-0.5, 0.5) as f32).collect();
+    for r in 0..s.n {
+        b[r * s.c_b + 4] = 0.1;
+    }
+    let rs = R2Shape { n: 33, c: 5 };
+    let (pred, target) = (rand(&mut rng, rs.x_len(), 1.0), b.clone());
+    on_both!(SUMS, |be| {
+        let (ua, ub) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+        let (mut r, mut st) = (be.alloc(s.r_len()).unwrap(), be.alloc(s.stats_len()).unwrap());
+        let v = be.corr_norm_fwd(s, &ua, &ub, &mut r, &mut st, &mut NoReduce).unwrap();
+        let (mut da, mut db) = (be.alloc(a.len()).unwrap(), be.alloc(b.len()).unwrap());
+        be.corr_norm_bwd(s, &ua, &ub, &r, &st, 0.7, &mut da, &mut db, &mut NoReduce).unwrap();
+        let (up, ut) = (be.upload(&pred).unwrap(), be.upload(&target).unwrap());
+        let mut rst = be.alloc(rs.stats_len()).unwrap();
+        let score = be.r2_score_fwd(rs, &up, &ut, &mut rst, &mut NoReduce).unwrap();
+        let (mut dp, mut dt) = (be.alloc(rs.x_len()).unwrap(), be.alloc(rs.x_len()).unwrap());
+        be.r2_score_bwd(rs, &up, &ut, &rst, 1.3, &mut dp, &mut dt, &mut NoReduce).unwrap();
+        vec![
+            ("corr value", vec![v]),
+            ("corr R", be.to_host(&r).unwrap()),
+            ("corr stats", be.to_host(&st).unwrap()),
+            ("corr da", be.to_host(&da).unwrap()),
+            ("corr db", be.to_host(&db).unwrap()),
+            ("r2 score", vec![score]),
+            ("r2 stats", be.to_host(&rst).unwrap()),
+            ("r2 dpred", be.to_host(&dp).unwrap()),
+            ("r2 dtarget", be.to_host(&dt).unwrap()),
+        ]
+    });
+}
+
+#[test]
+fn amsgrad_three_steps_with_weight_decay() {
+    let mut rng = Rng::new(10);
+    let n = 3000;
+    let (p0, g) = (rand(&mut rng, n, 1.0), rand(&mut rng, n, 1.0));
+    let cfg = AdamConfig { weight_decay: 0.01, ..AdamConfig::default() };
+    on_both!(ULPS, |be| {
+        let mut p = be.upload(&p0).unwrap();
+        let ug = be.upload(&g).unwrap();
+        let (mut m, mut v, mut vmax) = (be.alloc(n).unwrap(), be.alloc(n).unwrap(), be.alloc(n).unwrap());
+        for step in 1..=3 {
+            be.amsgrad_step(&cfg, step, &mut p, &ug, &mut m, &mut v, &mut vmax).unwrap();
+        }
+        vec![("adam p", be.to_host(&p).unwrap()), ("adam vmax", be.to_host(&vmax).unwrap())]
+    });
+}
+
+#[test]
+fn gpu_window_encoding_matches_the_cpu_encoder() {
+    use mfd::data::dataset::{write_raw_dataset, Dataset, RawTile};
+    use mfd::data::sampler::BatchPlan;
+    use mfd::data::window::{encode_batch, gather_labels};
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::new(11);
+    let dir = tempfile::tempdir().unwrap();
+    let contigs: Vec<(String, Vec<u8>)> = [3000usize, 700]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("chr{i}"), (0..n).map(|_| rng.below(5) as u8).collect()))
+        .collect();
+    // Sorted by (contig, start): ten 64-bp-spaced tiles per contig, windows of T = 513 run off both contig ends.
+    let tiles: Vec<RawTile> = (0..20u32).map(|i| RawTile { contig: i / 10, start: (i % 10) * 64, split: 0 }).collect();
+    let classes: Vec<String> = (0..70).map(|i| format!("E{i}")).collect();
+    let row_bytes = mfd::data::manifest::label_row_bytes(classes.len());
+    let labels: Vec<u8> = (0..tiles.len() * row_bytes).map(|_| rng.below(256) as u8).collect();
+    write_raw_dataset(dir.path(), &contigs, &tiles, &labels, &classes, 7).unwrap();
+    let ds = Dataset::open(dir.path()).unwrap();
+    let resident: Vec<u64> = (0..ds.num_tiles()).collect();
+    let genome = mfd::backend::cuda::GpuGenome::new(be, &ds, &resident).unwrap();
+    let t = 513; // windows run off both contig ends
+    for (shift, rc) in [(0, false), (3, true), (-3, false), (-1, true)] {
+        let plan = BatchPlan { indices: vec![5, 0, 19, 12, 12, 3], shift, rc };
+        let (mut tok, mut lab) =
+            (be.alloc_bytes(plan.indices.len() * t).unwrap(), be.alloc_bytes(plan.indices.len() * row_bytes).unwrap());
+        genome.encode(be, &plan, t, &mut tok, &mut lab).unwrap();
+        let (mut th, mut lh) = (vec![0u8; plan.indices.len() * t], vec![0u8; plan.indices.len() * row_bytes]);
+        be.download_bytes(&tok, &mut th).unwrap();
+        be.download_bytes(&lab, &mut lh).unwrap();
+        assert_eq!(th, encode_batch(&ds, &plan, t).unwrap(), "tokens, shift {shift} rc {rc}");
+        assert_eq!(lh, gather_labels(&ds, &plan.indices).unwrap(), "labels");
+    }
+}

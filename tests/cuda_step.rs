@@ -1,0 +1,132 @@
+//! A full training step on the GPU against the same step on the CPU: the tiny MFD model (C = 4, T = 128, B = 6,
+//! O = 5, adversary on) built from the same seed on both backends runs the model loss + backward, one AMSGrad
+//! update of the model parameters, and the adversary loss + backward; every loss term, every parameter gradient
+//! and every updated parameter must agree. Skips with a printed reason where no GPU works (MFD_REQUIRE_GPU=1
+//! makes that a failure).
+//!
+//! Tolerance: atol 1e-4 + rtol 1e-3. The step chains ~20 ops whose f32 sums run in a different order on the GPU
+//! (tiled products, f64 partials, atomics); each op alone agrees to ~1e-5 (tests/cuda_kernels.rs), and the
+//! batch-statistic ops (BN, Pearson) amplify rounding by 1/std of small batches.
+
+use mfd::backend::cpu::CpuBackend;
+use mfd::backend::cuda::CudaBackend;
+use mfd::backend::{AdamConfig, Backend, NoReduce};
+use mfd::config::{AdversaryConfig, ModelConfig};
+use mfd::model::metadata::{MappingConfig, MetadataTable};
+use mfd::model::mfd::Mfd;
+use mfd::model::params::Group;
+use mfd::rng::Rng;
+use mfd::train::optim::AmsGrad;
+use std::path::Path;
+
+const MAPPING: &str = r#"
+[variables.target]
+type = "category"
+transform = "multihot"
+[variables.tissue]
+type = "category"
+transform = "embed"
+dim = 2
+[variables.age]
+type = "float"
+transform = "null"
+[variables.assay]
+type = "category"
+transform = "multihot"
+[variables.lab]
+type = "category"
+transform = "multihot"
+[variables.date]
+type = "date.year"
+transform = "linear"
+dim = 2
+[biological]
+direct = ["target"]
+interact = ["tissue", "age"]
+out_dim = 3
+[technical]
+direct = ["assay"]
+interact = ["assay", "lab", "date"]
+out_dim = 2
+"#;
+
+const METADATA: &str = "id\ttarget\ttissue\tage\tassay\tlab\tdate
+E0\tCTCF\tliver\t30\tChIP\tlabA\t2012-01-01
+E1\tDNA\tliver,blood\t40\tDNase\tlabB\t2016-05-05
+E2\tCTCF\tbrain\t50\tChIP\tlabA\t2016-03-03
+E3\tDNA\tblood\t35\tDNase\tlabC\t2020-02-02
+E4\tDNA\tbrain\t45\tChIP\tlabB\t2012-07-07
+";
+
+const B: usize = 6;
+
+/// Loss terms, gradients (model group, then adversary group) and updated parameters of one step on `be`.
+fn one_step<Be: Backend>(be: &Be, tokens: &[u8], labels: &[u8]) -> Vec<(String, Vec<f32>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("metadata.tsv");
+    std::fs::write(&p, METADATA).unwrap();
+    let classes: Vec<String> = (0..5).map(|i| format!("E{i}")).collect();
+    let table = MetadataTable::load(&p, &classes).unwrap();
+    let mapping = MappingConfig::parse(MAPPING, Path::new("mapping.toml")).unwrap();
+    let mcfg = ModelConfig { c: 4, seq_len: 128, crop: 0, tower_layers: 6, dilated_layers: 2, dilation_growth: 1.5 };
+    let acfg = AdversaryConfig {
+        enabled: true,
+        hidden: 8,
+        layers: 2,
+        shared_predictor: false,
+        lr: 1e-3,
+        steps_per_model_step: 1,
+    };
+    let mut m = Mfd::new(be, &mcfg, &acfg, &mapping, &table, 8, 3).unwrap();
+    let (t, l) = (be.upload_bytes(tokens).unwrap(), be.upload_bytes(labels).unwrap());
+    let mut out = Vec::new();
+    m.params.zero_grads(be, Group::Model).unwrap();
+    let terms = m.model_loss_backward(be, &t, &l, B, 0.5, true, &mut NoReduce).unwrap();
+    out.push(("loss terms".to_string(), vec![terms.bce, terms.corr, terms.r2_bio, terms.r2_tech, terms.loss]));
+    let names: Vec<String> = m.params.table.specs.iter().map(|s| s.name.clone()).collect();
+    let model_group: Vec<bool> = m.params.table.specs.iter().map(|s| s.group == Group::Model).collect();
+    for ((name, g), &is_model) in names.iter().zip(m.params.grads_to_host(be).unwrap()).zip(&model_group) {
+        if is_model {
+            out.push((format!("grad {name}"), g));
+        }
+    }
+    let mut opt = AmsGrad::new(be, &m.params, Group::Model, AdamConfig::default()).unwrap();
+    opt.update(be, &mut m.params).unwrap();
+    for (name, v) in names.iter().zip(m.params.to_host(be).unwrap()) {
+        out.push((format!("param {name}"), v));
+    }
+    m.params.zero_grads(be, Group::Adversary).unwrap();
+    let adv = m.adversary_loss_backward(be, B, &mut NoReduce).unwrap();
+    out.push(("adversary loss".to_string(), vec![adv]));
+    for ((name, g), &is_model) in names.iter().zip(m.params.grads_to_host(be).unwrap()).zip(&model_group) {
+        if !is_model {
+            out.push((format!("adversary grad {name}"), g));
+        }
+    }
+    out
+}
+
+#[test]
+fn full_training_step_matches_the_cpu() {
+    let gpu = match CudaBackend::new(0) {
+        Ok(g) => g,
+        Err(why) => {
+            assert!(std::env::var("MFD_REQUIRE_GPU").map_or(true, |v| v != "1"), "MFD_REQUIRE_GPU=1: {why}");
+            eprintln!("SKIP cuda full step: no usable GPU ({why})");
+            return;
+        }
+    };
+    let mut rng = Rng::new(42);
+    let tokens: Vec<u8> = (0..B * 128).map(|_| rng.below(17) as u8).collect();
+    let labels: Vec<u8> = (0..B * 8).map(|i| if i % 8 == 0 { rng.below(32) as u8 } else { 0 }).collect();
+    let cpu = one_step(&CpuBackend, &tokens, &labels);
+    let got = one_step(&gpu, &tokens, &labels);
+    assert_eq!(cpu.len(), got.len());
+    for ((name, c), (_, g)) in cpu.iter().zip(&got) {
+        assert_eq!(c.len(), g.len(), "{name}");
+        for (i, (&a, &b)) in c.iter().zip(g).enumerate() {
+            let tol = 1e-4 + 1e-3 * a.abs() as f64;
+            assert!(((a - b).abs() as f64) <= tol, "{name}[{i}]: cpu {a} vs gpu {b} (tol {tol:.2e})");
+        }
+    }
+}
