@@ -387,10 +387,11 @@ pub fn label_contig(
     for p in &batch[next..] {
         unused[p.class as usize] += 1;
     }
-    while !exhausted {
-        let Some(b) = next_batch()? else { break };
-        for p in &b {
-            unused[p.class as usize] += 1;
+    if !exhausted {
+        while let Some(b) = next_batch()? {
+            for p in &b {
+                unused[p.class as usize] += 1;
+            }
         }
     }
     Ok(())

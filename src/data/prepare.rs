@@ -534,6 +534,9 @@ fn mark_tiles_with_bases(bits: &mut Vec<u64>, pos: u64, codes: &[u8]) {
     }
 }
 
+/// One parsed peak file: its (contig, peak) records and (bytes, SHA-256).
+type FileRead = Result<(Vec<(u32, Peak)>, (u64, String))>;
+
 /// Read every peak file (in parallel batches of files, errors reported in class order) into `store`. Returns
 /// peaks read per class and the source entries.
 fn read_all_peaks(
@@ -547,7 +550,7 @@ fn read_all_peaks(
     let pb = bar(table.len() as u64, "reading peaks");
     const BATCH: usize = 32;
     for (b, batch) in table.chunks(BATCH).enumerate() {
-        let results: Vec<Result<(Vec<(u32, Peak)>, (u64, String))>> = batch
+        let results: Vec<FileRead> = batch
             .par_iter()
             .enumerate()
             .map(|(j, src)| {
