@@ -178,6 +178,38 @@ fn cli_prints_warnings_and_summary() {
     assert!(out.contains("verify: all 12 files match"), "{out}");
 }
 
+#[test]
+fn spilling_peaks_gives_the_identical_dataset() {
+    let fx = fixture();
+    let s = prepare(&fx.args()).unwrap();
+    let m = Manifest::load(&fx.out).unwrap();
+    assert_eq!((m.counts.peaks, m.counts.peaks_unused), (8, s.peaks_unused));
+    // spill_peaks = 1 and 3: every peak, or every third, goes through the spill files.
+    for n in [1, 3] {
+        let mut a = fx.args();
+        a.out = fx.path(&format!("ds-spill{n}"));
+        a.config = Some(fx.write(&format!("spill{n}.toml"), &format!("spill_peaks = {n}\n")));
+        prepare(&a).unwrap();
+        let mut names: Vec<String> =
+            std::fs::read_dir(&a.out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["classes.tsv", "genome.bin", "labels-00000.bin", "manifest.toml", "metadata.tsv", "tiles-00000.bin"]
+        );
+        for name in &names {
+            let (want, got) = (std::fs::read(fx.out.join(name)).unwrap(), std::fs::read(a.out.join(name)).unwrap());
+            assert!(want == got, "{name} differs with spill_peaks = {n}");
+        }
+        assert_eq!(Manifest::load(&a.out).unwrap(), m);
+    }
+    let mut a = fx.args();
+    a.out = fx.path("ds-spill0");
+    a.config = Some(fx.write("spill0.toml", "spill_peaks = 0\n"));
+    let e = prepare(&a).unwrap_err().to_string();
+    assert!(e.contains("spill_peaks"), "{e}");
+}
+
 /// Throughput on a generated ~100 Mb genome with 300 experiments (run by hand:
 /// `cargo test --test prepare -- --ignored --nocapture throughput`). Prints MB of genome per second and peak RSS.
 #[test]

@@ -367,7 +367,8 @@ pub fn write_raw_dataset(
     let genome_file = data_file(dir, GENOME_FILE)?;
 
     // Tiles and labels, sharded.
-    let mut counts = Counts { tiles: tiles.len() as u64, train: 0, val: 0, test: 0, positives: 0, peaks: 0 };
+    let mut counts =
+        Counts { tiles: tiles.len() as u64, train: 0, val: 0, test: 0, positives: 0, peaks: 0, peaks_unused: 0 };
     let mut shards = Vec::new();
     for (k, chunk) in tiles.chunks(shard_tiles as usize).enumerate() {
         let first = k * shard_tiles as usize;

@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod manifest;
 pub mod metadata;
 pub mod motifs;
+pub mod peak_store;
 pub mod peaks;
 pub mod prepare;
 pub mod sampler;

@@ -1,9 +1,9 @@
 //! Peak inputs of `mfd prepare`: the `peaks.tsv` table (experiment -> peak file), BED3+/narrowPeak peak files
 //! (plain or gzip), and the sweep that turns sorted peaks into 128-bp tile label bitsets.
 //!
-//! Key decisions: peaks are held as compact 12-byte records per contig (start, end, class), so ~100 M peaks fit
-//! in ~1.2 GB; labels are built per contig in chunks of `CHUNK_TILES` tiles by a sweep over the peaks sorted by
-//! start, so no full label matrix is ever in memory. Contig names resolve exactly first, then with a leading
+//! Key decisions: peaks are compact 12-byte records (start, end, class), kept by `peak_store` (spilled to disk
+//! past a threshold); labels are built per contig in chunks of `CHUNK_TILES` tiles by a sweep over the peaks in
+//! start order, read batch by batch, so neither all peaks nor a full label matrix is ever in memory. Contig names resolve exactly first, then with a leading
 //! "chr" removed or added ("chr1" <-> "1").
 
 use crate::error::{IoContext, MfdError, Result};
@@ -134,8 +134,10 @@ impl ContigNames {
     }
 }
 
-/// A peak on a known contig: [start, end) in bp, and its class (experiment index). 12 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A peak on a known contig: [start, end) in bp, and its class (experiment index). 12 bytes (`Pod`, so the peak
+/// store can spill it as raw bytes). Ordered by (start, end, class): the label sweep's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct Peak {
     pub start: u32,
     pub end: u32,
@@ -300,12 +302,17 @@ fn positive_tiles(p: &Peak, t0: u64, t1: u64, min_overlap: u64) -> impl Iterator
 /// Receives each kept tile: (tile index in its contig, positive classes, label row of `row_bytes`).
 pub type TileEmit<'a> = dyn FnMut(u64, u32, &[u8]) -> Result<()> + 'a;
 
-/// Label the `grid_tiles` full tiles of one contig from its peaks (sorted by start). For each kept tile calls
-/// `emit(tile index in contig, positives, label row)`; the row is `row_bytes` long, bit o = byte o/8, bit o%8.
-/// `has_base` is a bitset over the grid (tile holds at least one A/C/G/T). Peaks that made no kept tile
-/// positive are added to `unused[class]`.
+/// Batches of one contig's peaks: each batch sorted by (start, end, class), batches in that order too (the peak
+/// store yields its buckets); `None` once all are read.
+pub type NextBatch<'a> = dyn FnMut() -> Result<Option<Vec<Peak>>> + 'a;
+
+/// Label the `grid_tiles` full tiles of one contig from its peaks (in start order, from `next_batch`). For each
+/// kept tile calls `emit(tile index in contig, positives, label row)`; the row is `row_bytes` long, bit o = byte
+/// o/8, bit o%8. `has_base` is a bitset over the grid (tile holds at least one A/C/G/T). Peaks that made no kept
+/// tile positive are added to `unused[class]`.
+#[allow(clippy::too_many_arguments)]
 pub fn label_contig(
-    peaks: &[Peak],
+    next_batch: &mut NextBatch,
     grid_tiles: u64,
     has_base: &[u64],
     rule: LabelRule,
@@ -318,14 +325,27 @@ pub fn label_contig(
     let mut keep = vec![false; CHUNK_TILES as usize];
     let mut pos = vec![0u32; CHUNK_TILES as usize];
     let mut active: Vec<Active> = Vec::new();
+    // The current batch and the next peak in it not yet active.
+    let mut batch: Vec<Peak> = Vec::new();
     let mut next = 0usize;
+    let mut exhausted = false;
     let mut t0 = 0u64;
     while t0 < grid_tiles {
         let t1 = (t0 + CHUNK_TILES).min(grid_tiles);
         let n = (t1 - t0) as usize;
         let hi_bp = t1 * TILE;
-        while next < peaks.len() && (peaks[next].start as u64) < hi_bp {
-            active.push(Active { p: peaks[next], used: false });
+        while !exhausted {
+            if next == batch.len() {
+                match next_batch()? {
+                    Some(b) => (batch, next) = (b, 0),
+                    None => exhausted = true,
+                }
+                continue;
+            }
+            if batch[next].start as u64 >= hi_bp {
+                break;
+            }
+            active.push(Active { p: batch[next], used: false });
             next += 1;
         }
         rows[..n * row_bytes].fill(0);
@@ -364,8 +384,15 @@ pub fn label_contig(
     for a in active.iter().filter(|a| !a.used) {
         unused[a.p.class as usize] += 1;
     }
-    for p in &peaks[next..] {
+    for p in &batch[next..] {
         unused[p.class as usize] += 1;
+    }
+    if !exhausted {
+        while let Some(b) = next_batch()? {
+            for p in &b {
+                unused[p.class as usize] += 1;
+            }
+        }
     }
     Ok(())
 }
@@ -403,6 +430,13 @@ mod tests {
         assert!(e.contains("b.narrowPeak:1 [field chromEnd]") && e.contains("too few"), "{e}");
     }
 
+    /// `peaks` (sorted) as a batch source of batches of `size` peaks, some of them empty.
+    fn batches(peaks: &[Peak], size: usize) -> impl FnMut() -> Result<Option<Vec<Peak>>> {
+        let mut list: Vec<Vec<Peak>> = peaks.chunks(size).flat_map(|c| [c.to_vec(), Vec::new()]).collect();
+        list.reverse();
+        move || Ok(list.pop())
+    }
+
     #[test]
     fn label_sweep() {
         // One contig of 4 full tiles (512 bp + a partial tail), 2 classes, min_overlap 64.
@@ -413,24 +447,31 @@ mod tests {
             Peak { start: 500, end: 530, class: 0 }, // in the tail: nothing
         ];
         peaks.sort();
-        let mut unused = vec![0u64; 2];
-        let mut got = Vec::new();
-        let rule = LabelRule { min_overlap: 64, min_positive: 1 };
-        label_contig(&peaks, 4, &[0b1111], rule, 8, &mut unused, &mut |t, p, row| {
-            got.push((t, p, row[0]));
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(got, vec![(0, 1, 0b10), (1, 1, 0b01)]);
-        assert_eq!(unused, vec![1, 1]);
-        // min_positive 0 keeps every tile with a base, here tiles 0, 1 and 3.
-        let mut got = Vec::new();
-        let rule = LabelRule { min_overlap: 64, min_positive: 0 };
-        label_contig(&peaks, 4, &[0b1011], rule, 8, &mut [0; 2], &mut |t, _, _| {
-            got.push(t);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(got, vec![0, 1, 3]);
+        // The same answer whether the peaks come in one batch or one per batch (with empty batches between).
+        for size in [4, 1] {
+            let mut unused = vec![0u64; 2];
+            let mut got = Vec::new();
+            let rule = LabelRule { min_overlap: 64, min_positive: 1 };
+            label_contig(&mut batches(&peaks, size), 4, &[0b1111], rule, 8, &mut unused, &mut |t, p, row| {
+                got.push((t, p, row[0]));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, vec![(0, 1, 0b10), (1, 1, 0b01)]);
+            assert_eq!(unused, vec![1, 1]);
+            // min_positive 0 keeps every tile with a base, here tiles 0, 1 and 3.
+            let mut got = Vec::new();
+            let rule = LabelRule { min_overlap: 64, min_positive: 0 };
+            label_contig(&mut batches(&peaks, size), 4, &[0b1011], rule, 8, &mut [0; 2], &mut |t, _, _| {
+                got.push(t);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, vec![0, 1, 3]);
+            // A contig with no full tile: every peak is unused.
+            let mut unused = vec![0u64; 2];
+            label_contig(&mut batches(&peaks, size), 0, &[], rule, 8, &mut unused, &mut |_, _, _| Ok(())).unwrap();
+            assert_eq!(unused, vec![2, 2]);
+        }
     }
 }

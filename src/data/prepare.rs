@@ -3,9 +3,11 @@
 //!
 //! Key decisions: everything streams. (1) The small tables are checked first. (2) The FASTA is read once,
 //! contig by contig, straight into `genome.bin`, hashing the source bytes on the way and noting which tiles hold a
-//! real base. (3) All peaks are read (files in parallel) into compact per-contig vectors and sorted. (4) Each
-//! contig's 128-bp grid is labelled in chunks; kept label rows stream into `labels-NNNNN.bin` shards while the
-//! 16-byte tile records stay in memory, because the validation rule needs the final train count. (5) Splits are
+//! real base. (3) All peaks are read (files in parallel) into the peak store, which spills them to per-(contig,
+//! 8 Mb bucket) files in the temp directory past `spill_peaks`, so memory does not grow with the number of peaks.
+//! (4) Each contig's 128-bp grid is labelled in chunks from its buckets, read back and sorted one at a time; kept
+//! label rows stream into `labels-NNNNN.bin` shards while the 16-byte tile records stay in memory, because the
+//! validation rule needs the final train count. (5) Splits are
 //! assigned, tile shards written, checksums taken, `manifest.toml` written last. All of it happens in
 //! `DATASET.partial-<pid>`, renamed to `DATASET` only at the end and removed on any error.
 
@@ -13,6 +15,7 @@ use crate::data::binfile::{write_atomic, BinWriter, DType};
 use crate::data::fasta::{self, FaiEntry, FastaKind, FastaStream};
 use crate::data::manifest::{self, Contig, Counts, DataFile, Manifest, PrepareSettings, Shard, SourceFile};
 use crate::data::metadata;
+use crate::data::peak_store::{self, PeakStore};
 use crate::data::peaks::{self, ContigNames, LabelRule, Peak, PeakSource, TILE};
 use crate::data::tiles::{self, TileSink};
 use crate::error::{IoContext, MfdError, Result};
@@ -57,6 +60,9 @@ pub struct PrepareConfig {
     pub val_fraction: f64,
     /// Tiles per shard file.
     pub shard_tiles: u64,
+    /// Peaks buffered in memory before they spill to the temp directory (12 bytes each); output is the same
+    /// for any value.
+    pub spill_peaks: u64,
 }
 
 impl Default for PrepareConfig {
@@ -67,6 +73,7 @@ impl Default for PrepareConfig {
             test_contigs: vec!["chr9".into(), "chr10".into()],
             val_fraction: 0.05,
             shard_tiles: 1 << 20,
+            spill_peaks: peak_store::DEFAULT_SPILL_PEAKS,
         }
     }
 }
@@ -91,6 +98,9 @@ impl PrepareConfig {
         }
         if self.shard_tiles == 0 {
             return Err(MfdError::config("shard_tiles", "must be at least 1"));
+        }
+        if self.spill_peaks == 0 {
+            return Err(MfdError::config("spill_peaks", "must be at least 1"));
         }
         Ok(())
     }
@@ -205,8 +215,10 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     lap("genome", &mut phases);
     let names = ContigNames::new(&genome.contigs.iter().map(|c| (c.name.clone(), c.length)).collect::<Vec<_>>());
 
-    // 3. Peaks.
-    let (per_contig, peak_counts, peak_sources) = read_all_peaks(&table, &names, &mut warn)?;
+    // 3. Peaks, into the store (spilling under tmp/peak-spill past cfg.spill_peaks).
+    let lengths: Vec<u64> = genome.contigs.iter().map(|c| c.length).collect();
+    let mut store = PeakStore::new(tmp.join("peak-spill"), &lengths, peak_store::BUCKET_BP, cfg.spill_peaks);
+    let (peak_counts, peak_sources) = read_all_peaks(&table, &names, &mut store, &mut warn)?;
     lap("peaks", &mut phases);
 
     // 4. Tiles and labels.
@@ -223,7 +235,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
         };
         let grid = c.length / TILE;
         peaks::label_contig(
-            &per_contig[ci],
+            &mut store.contig_batches(ci),
             grid,
             &genome.has_base[ci],
             rule,
@@ -234,7 +246,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
         pb.inc(grid);
     }
     pb.finish_and_clear();
-    drop(per_contig);
+    store.close()?;
     let shard_ranges = sink.finish_labels()?;
     lap("labels", &mut phases);
     let TileSink { tiles: mut records, pos_nontest, pos_test, .. } = sink;
@@ -270,8 +282,20 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     // 6. Checksums and the manifest, last.
     let positives = pos_nontest.iter().sum::<u64>() + pos_test.iter().sum::<u64>();
     let peaks_read = peak_counts.iter().sum();
-    let manifest =
-        build_manifest(args, &cfg, &tmp, &table, genome, peak_sources, &records, &shard_ranges, positives, peaks_read)?;
+    let peaks_unused = unused.iter().sum();
+    let peak_totals = (peaks_read, peaks_unused);
+    let manifest = build_manifest(
+        args,
+        &cfg,
+        &tmp,
+        &table,
+        genome,
+        peak_sources,
+        &records,
+        &shard_ranges,
+        positives,
+        peak_totals,
+    )?;
     manifest.save(&tmp)?;
     let counts = manifest.counts.clone();
     lap("checksums", &mut phases);
@@ -284,7 +308,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
         classes: o,
         grid_tiles,
         counts,
-        peaks_unused: unused.iter().sum(),
+        peaks_unused,
         shards: shard_ranges.len(),
         warnings,
         seconds: t0.elapsed().as_secs_f64(),
@@ -510,21 +534,23 @@ fn mark_tiles_with_bases(bits: &mut Vec<u64>, pos: u64, codes: &[u8]) {
     }
 }
 
-/// Read every peak file (in parallel batches, errors reported in class order). Returns per-contig peaks sorted
-/// by start, peaks read per class, and the source entries.
-#[allow(clippy::type_complexity)]
+/// One parsed peak file: its (contig, peak) records and (bytes, SHA-256).
+type FileRead = Result<(Vec<(u32, Peak)>, (u64, String))>;
+
+/// Read every peak file (in parallel batches of files, errors reported in class order) into `store`. Returns
+/// peaks read per class and the source entries.
 fn read_all_peaks(
     table: &[PeakSource],
     names: &ContigNames,
+    store: &mut PeakStore,
     warn: &mut dyn FnMut(String),
-) -> Result<(Vec<Vec<Peak>>, Vec<u64>, Vec<SourceFile>)> {
-    let mut per_contig: Vec<Vec<Peak>> = vec![Vec::new(); names.len()];
+) -> Result<(Vec<u64>, Vec<SourceFile>)> {
     let mut counts = vec![0u64; table.len()];
     let mut sources = Vec::with_capacity(table.len());
     let pb = bar(table.len() as u64, "reading peaks");
     const BATCH: usize = 32;
     for (b, batch) in table.chunks(BATCH).enumerate() {
-        let results: Vec<Result<(Vec<(u32, Peak)>, (u64, String))>> = batch
+        let results: Vec<FileRead> = batch
             .par_iter()
             .enumerate()
             .map(|(j, src)| {
@@ -542,18 +568,14 @@ fn read_all_peaks(
             }
             counts[class] = peaks.len() as u64;
             for (c, p) in peaks {
-                per_contig[c as usize].push(p);
+                store.push(c, p)?;
             }
             sources.push(source(&format!("peaks:{}", src.experiment), &src.path, digest));
             pb.inc(1);
         }
     }
     pb.finish_and_clear();
-    per_contig.par_iter_mut().for_each(|v| {
-        v.sort_unstable();
-        v.shrink_to_fit();
-    });
-    Ok((per_contig, counts, sources))
+    Ok((counts, sources))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -567,7 +589,7 @@ fn build_manifest(
     tiles: &[[u32; 4]],
     shards: &[(u64, u64)],
     positives: u64,
-    peaks_read: u64,
+    (peaks_read, peaks_unused): (u64, u64),
 ) -> Result<Manifest> {
     let hash = |name: String| -> Result<DataFile> {
         let (bytes, sha256) = manifest::sha256_file(&dir.join(&name))?;
@@ -627,6 +649,7 @@ fn build_manifest(
             test: count(manifest::SPLIT_TEST),
             positives,
             peaks: peaks_read,
+            peaks_unused,
         },
         files: hashed,
         shards,
