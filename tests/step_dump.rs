@@ -26,7 +26,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 struct Setup {
-    root: PathBuf,
     ckpt: PathBuf,
     dataset: PathBuf,
 }
@@ -57,7 +56,7 @@ fn setup() -> &'static Setup {
             .unwrap();
             run(&cfg, &TrainOptions { resume: false, skip_final_eval: true }).unwrap();
         }
-        Setup { root, ckpt, dataset }
+        Setup { ckpt, dataset }
     })
 }
 
@@ -128,7 +127,7 @@ fn gradient_entries_match_finite_differences() {
     let tokens = be.upload_bytes(&bases_to_tokens(&b.bases, b.b, b.t, Path::new("b")).unwrap()).unwrap();
     let labels = be.upload_bytes(&pack_labels(&b.labels, b.b, b.o, Path::new("b")).unwrap()).unwrap();
     let (lambda, use_corr) = (ld.cfg.loss.lambda_indep as f32, ld.cfg.loss.cov_and_adv);
-    let mut loss = |ld: &mut mfd::train::step_dump::Loaded| -> f64 {
+    let loss = |ld: &mut mfd::train::step_dump::Loaded| -> f64 {
         ld.model.model_loss_backward(&be, &tokens, &labels, b.b, lambda, use_corr, &mut NoReduce).unwrap().loss as f64
     };
     // (tensor, entry): the output bias, a hypernetwork weight, the feature BatchNorm scale, a trunk conv weight.
@@ -282,5 +281,4 @@ fn torch_reference_agrees() {
         assert!(out.status.success(), "torch reference disagrees ({mode}, {ckpt}):\n{text}");
         assert!(text.contains("0 above tolerance"), "{text}");
     }
-    let _ = &s.root;
 }
