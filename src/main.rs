@@ -25,6 +25,8 @@ enum Cmd {
     Eval(mfd::train::cli::EvalArgs),
     /// Throughput benchmarks: `data` (prepare MB/s, windows/s) or `train` (sequences/s); JSON + Markdown.
     Bench(mfd::bench::BenchArgs),
+    /// One forward + backward of the model loss on a given batch, dumped for an independent check.
+    StepDump(mfd::train::step_dump::StepDumpArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Cmd::Train(a) => mfd::train::cli::train(a),
         Cmd::Eval(a) => mfd::train::cli::eval(a),
         Cmd::Bench(a) => mfd::bench::run(a),
+        Cmd::StepDump(a) => mfd::train::step_dump::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -402,6 +402,24 @@ impl<B: Backend> Mfd<B> {
         })
     }
 
+    /// Host copies of the last forward's (train or eval) logits of each half without the bias (B, O) and the
+    /// probabilities (B, O), recomputed from its features and output weights (for `mfd step-dump`).
+    pub fn last_logits(&mut self, be: &B) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let bufs = self.bufs.as_mut().expect("forward before last_logits");
+        let hs = HeadShape { b: bufs.b, c: self.c, o: self.o, row_bytes: self.row_bytes };
+        be.head_logits(
+            hs,
+            self.trunk.features(),
+            &bufs.w_tech,
+            &bufs.w_bio,
+            &self.params.values[self.head_bias],
+            &mut bufs.logit_tech,
+            &mut bufs.logit_bio,
+            &mut bufs.probs,
+        )?;
+        Ok((be.to_host(&bufs.logit_tech)?, be.to_host(&bufs.logit_bio)?, be.to_host(&bufs.probs)?))
+    }
+
     /// Output weights of the last forward (O, C) each, technical and biological.
     pub fn output_weights(&self, be: &B) -> Result<(Vec<f32>, Vec<f32>)> {
         let bufs = self.bufs.as_ref().expect("forward before output_weights");

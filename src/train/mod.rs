@@ -7,4 +7,5 @@ pub mod metrics;
 pub mod optim;
 pub mod probe;
 pub mod report;
+pub mod step_dump;
 pub mod trainer;
