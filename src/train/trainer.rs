@@ -288,21 +288,32 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
             }
             // The adversary step runs while the model's gradient buckets are in flight.
             let mut adv_loss = 0.0;
+            // Seconds of this step spent in gradient all-reduces and not hidden behind the adversary step.
+            let mut exposed_comm = 0.0f64;
+            let mut adversary_compute = 0.0f64;
             let mut adversary_step = || -> Result<()> {
                 if model.adv_bio.is_some() {
+                    let t0 = Instant::now();
                     model.params.zero_grads(be, Group::Adversary)?;
                     let mut red = StatsReduce::new(comm, global_stats);
                     adv_loss = model.adversary_loss_backward(be, b_local, &mut red)?;
+                    let t1 = Instant::now();
                     adv_buckets.all_reduce(be, comm, &mut model.params, adv_scale)?;
+                    let t2 = Instant::now();
                     opt_adv.update(be, &mut model.params)?;
+                    adversary_compute = (t1 - t0 + t2.elapsed()).as_secs_f64();
                 }
                 Ok(())
             };
+            let t_sync = Instant::now();
             if model_step && world > 1 {
                 comm.sum_buckets(model_buckets.host_mut(), &mut adversary_step)?;
                 model_buckets.unpack(be, &mut model.params, model_scale)?;
             } else {
                 adversary_step()?;
+            }
+            if world > 1 {
+                exposed_comm = t_sync.elapsed().as_secs_f64() - adversary_compute;
             }
             if model_step {
                 opt_model.update(be, &mut model.params)?;
@@ -327,7 +338,7 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
                 log.write(
                     json!({"kind": "train", "epoch": pos.epoch, "step": pos.global_step, "loss": loss, "bce": bce,
                            "corr": terms.corr, "r2_bio": terms.r2_bio, "r2_tech": terms.r2_tech, "adv_loss": adv,
-                           "seq_per_s": sps, "world": world, "elapsed_s": start.elapsed().as_secs_f64()}),
+                           "seq_per_s": sps, "world": world, "exposed_grad_comm_ms": 1e3 * exposed_comm, "elapsed_s": start.elapsed().as_secs_f64()}),
                 )?;
             }
             let out_of_time = cfg.train.max_seconds > 0.0 && start.elapsed().as_secs_f64() >= cfg.train.max_seconds;
