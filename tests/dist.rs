@@ -6,7 +6,8 @@
 //!   (`MFD_CHECK_SYNC=1` makes each rank compare a hash with rank 0's after each step);
 //! - an injected failure on rank 1 (`MFD_INJECT_FAIL=1:2`) ends the whole job non-zero within `FAIL_LIMIT`, with a
 //!   message naming the rank;
-//! - a checkpoint written by 2 ranks (3 steps) resumes on 1 rank (3 more) and matches the 6-step one-rank run.
+//! - a checkpoint written by 2 ranks (3 steps) resumes on 1 rank (3 more) and matches the 6-step one-rank run;
+//! - with `dist.batch_stats = "local"` the ranks also stay identical (BatchNorm running statistics averaged).
 #![cfg(feature = "mpi")]
 
 use safetensors::SafeTensors;
@@ -219,4 +220,15 @@ fn a_two_rank_checkpoint_resumes_on_one_rank() {
     let d = compare(&last("one"), &last("resumed"));
     eprintln!("2 ranks x {} + 1 rank x {} steps vs 1 rank x {STEPS}: max |diff| = {d:e}", STEPS / 2, STEPS / 2);
     assert!(d <= TOL, "resumed parameters differ by {d} > {TOL}");
+}
+
+#[test]
+fn local_batch_statistics_keep_the_ranks_identical() {
+    let s = shared();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut args = train_args(&s.root, "local", 3);
+    args.extend(["--set".into(), "dist.batch_stats=local".into()]);
+    let out = run_ok(mpirun(2, &[("MFD_CHECK_SYNC", "1")]).args(args));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("parameters identical on all 2 ranks after each of 3 steps"), "{err}");
 }
