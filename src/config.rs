@@ -217,6 +217,9 @@ impl Config {
         if !["global", "local"].contains(&self.dist.batch_stats.as_str()) {
             return Err(MfdError::config("dist.batch_stats", "must be \"global\" or \"local\""));
         }
+        if self.dist.bucket_mb.is_nan() || self.dist.bucket_mb <= 0.0 {
+            return Err(MfdError::config("dist.bucket_mb", "must be > 0 (MiB per gradient all-reduce bucket)"));
+        }
         if !["cpu", "cuda", "auto"].contains(&self.train.backend.as_str()) {
             return Err(MfdError::config("train.backend", "must be \"cpu\", \"cuda\" or \"auto\""));
         }

@@ -39,8 +39,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         overrides.push(format!("train.out={}", toml_string(&out.to_string_lossy())));
     }
     let cfg = Config::load(args.config.as_deref(), &overrides)?;
-    eprintln!("mfd: resolved config:\n{}", cfg.to_toml());
+    let rank0 = crate::dist::launcher_rank() == 0;
+    if rank0 {
+        eprintln!("mfd: resolved config:\n{}", cfg.to_toml());
+    }
     let s = crate::train::trainer::run(&cfg, &TrainOptions { resume: args.resume, skip_final_eval: false })?;
+    if !rank0 {
+        return Ok(());
+    }
     eprintln!(
         "mfd: done: {} steps in {:.1} s; best validation loss {:.5}; run directory {}",
         s.steps,

@@ -5,14 +5,18 @@
 //!
 //! The sample order is a pure function of (seed, epoch) and the parameters of the CPU backend are a deterministic
 //! function of the data, so a resumed run reaches the same parameters as an uninterrupted one.
+//!
+//! Data-parallel (`run_dist`, issue 4): every rank holds the whole model, trains on its B/W share of each global
+//! batch, and applies the same all-reduced gradients, so all ranks keep identical tensors; rank 0 alone writes.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{AdamConfig, Backend, NoReduce};
+use crate::backend::{AdamConfig, Backend};
 use crate::config::Config;
 use crate::data::dataset::Dataset;
 use crate::data::manifest::{SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL};
 use crate::data::sampler::{Augment, TrainSampler};
 use crate::data::window::{encode_batch, gather_labels};
+use crate::dist::{Buckets, Comm, Field, StatsReduce};
 use crate::error::{IoContext, MfdError, Result};
 use crate::model::metadata::{MappingConfig, MetadataTable};
 use crate::model::mfd::Mfd;
@@ -93,41 +97,79 @@ pub fn load_metadata(cfg: &Config, ds: &Dataset) -> Result<(MappingConfig, Metad
     Ok((mapping, table))
 }
 
-/// Train with the backend the config names.
+/// Train with the backend the config names, on the world the launcher started (one rank without `mpirun`). On a
+/// multi-rank run a failure on any rank prints the rank and the cause and aborts the whole job (MPI_Abort).
 pub fn run(cfg: &Config, opts: &TrainOptions) -> Result<RunSummary> {
-    match crate::backend::cuda::choose_backend(&cfg.train.backend, 0)? {
-        crate::backend::cuda::BackendChoice::Cpu => run_with(&CpuBackend, cfg, opts),
-        crate::backend::cuda::BackendChoice::Cuda(be) => run_with(be.as_ref(), cfg, opts),
+    let comm = crate::dist::init()?;
+    let result = match crate::backend::cuda::choose_backend(&cfg.train.backend, comm.local_rank()) {
+        Ok(crate::backend::cuda::BackendChoice::Cpu) => run_dist(&CpuBackend, comm.as_ref(), cfg, opts),
+        Ok(crate::backend::cuda::BackendChoice::Cuda(be)) => run_dist(be.as_ref(), comm.as_ref(), cfg, opts),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if comm.size() > 1 => {
+            eprintln!("error: rank {} of {}: {e}; aborting the job", comm.rank(), comm.size());
+            comm.abort(1)
+        }
+        r => r,
     }
 }
 
 struct MetricsLog {
-    file: std::fs::File,
+    file: Option<std::fs::File>,
+    path: PathBuf,
 }
 
 impl MetricsLog {
-    fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
-        Ok(MetricsLog { file })
+    /// Rank 0 appends to `path`; other ranks log nothing.
+    fn open(path: &Path, rank0: bool) -> Result<Self> {
+        let file =
+            if rank0 { Some(std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?) } else { None };
+        Ok(MetricsLog { file, path: path.to_path_buf() })
     }
-    fn write(&mut self, v: serde_json::Value, path: &Path) -> Result<()> {
-        writeln!(self.file, "{v}").at(path)
+    fn write(&mut self, v: serde_json::Value) -> Result<()> {
+        match &mut self.file {
+            Some(f) => writeln!(f, "{v}").at(&self.path),
+            None => Ok(()),
+        }
     }
 }
 
+/// Train on one rank with backend `be`.
 pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result<RunSummary> {
-    ensure_dataset(cfg)?;
+    run_dist(be, &crate::dist::Single, cfg, opts)
+}
+
+/// The training loop on rank `comm.rank()` of `comm.size()`: each rank trains on its B/W share of every global
+/// batch; gradients are all-reduced in buckets (the model's while the adversary step runs); rank 0 alone logs,
+/// shows progress, validates, writes checkpoints and the final evaluation.
+///
+/// Gradient scaling. With `dist.batch_stats = "global"` the independence terms are functions of the global batch
+/// and their backward gives each rank's local contribution (summed over ranks), while the BCE is a mean over the
+/// local batch (averaged over ranks). The model step therefore runs backward with lambda * W and averages: the
+/// result is exactly the gradient of BCE_global + lambda * indep_global. The adversary loss has only global terms
+/// and is summed. With "local" everything is per rank and averaged, and the BatchNorm running statistics are
+/// averaged after every step so that every rank keeps identical tensors.
+pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainOptions) -> Result<RunSummary> {
+    let (rank, world) = (comm.rank(), comm.size());
+    let rank0 = rank == 0;
+    if rank0 {
+        ensure_dataset(cfg)?;
+    }
+    comm.barrier()?;
     let ds = Dataset::open(&cfg.data.dataset)?;
     let (mapping, table) = load_metadata(cfg, &ds)?;
     let out = cfg.train.out.clone();
     let ck_dir = out.join("checkpoints");
-    std::fs::create_dir_all(&ck_dir).at(&ck_dir)?;
-    crate::data::binfile::write_atomic(out.join("config.toml"), cfg.to_toml().as_bytes())?;
     let metrics_path = out.join("metrics.jsonl");
-    if !opts.resume && metrics_path.exists() {
-        std::fs::remove_file(&metrics_path).at(&metrics_path)?;
+    if rank0 {
+        std::fs::create_dir_all(&ck_dir).at(&ck_dir)?;
+        crate::data::binfile::write_atomic(out.join("config.toml"), cfg.to_toml().as_bytes())?;
+        if !opts.resume && metrics_path.exists() {
+            std::fs::remove_file(&metrics_path).at(&metrics_path)?;
+        }
     }
-    let mut log = MetricsLog::open(&metrics_path)?;
+    let mut log = MetricsLog::open(&metrics_path, rank0)?;
 
     let mut model = Mfd::new(be, &cfg.model, &cfg.adversary, &mapping, &table, ds.label_row_bytes(), cfg.train.seed)?;
     let adam = |lr: f64| AdamConfig { lr, weight_decay: cfg.train.weight_decay, ..AdamConfig::default() };
@@ -151,13 +193,28 @@ pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result
             opt_adv.load_host(be, *s, m)?;
         }
         pos = ck.position;
-        best = list_best(&ck_dir)?;
-        eprintln!("mfd: resuming at epoch {} step {} (global step {})", pos.epoch, pos.step_in_epoch, pos.global_step);
+        if rank0 {
+            best = list_best(&ck_dir)?;
+            eprintln!(
+                "mfd: resuming at epoch {} step {} (global step {}); checkpoint written by {} rank(s), now {world}",
+                pos.epoch, pos.step_in_epoch, pos.global_step, ck.world
+            );
+        }
     }
 
     let b = cfg.train.batch_size;
     let t = cfg.model.seq_len;
     let lambda = cfg.loss.lambda_indep;
+    let global_stats = cfg.dist.batch_stats == "global";
+    // See the doc comment: backward lambda, and the scales of the summed model / adversary gradients.
+    let lambda_bwd = if global_stats { lambda * world as f64 } else { lambda };
+    let model_scale = 1.0 / world as f32;
+    let adv_scale = if global_stats { 1.0 } else { 1.0 / world as f32 };
+    let mut model_buckets = Buckets::new(&model.params.table, Group::Model, Field::Grads, cfg.dist.bucket_mb);
+    let mut adv_buckets = Buckets::new(&model.params.table, Group::Adversary, Field::Grads, cfg.dist.bucket_mb);
+    let mut buffer_buckets = Buckets::new(&model.params.table, Group::Buffer, Field::Values, cfg.dist.bucket_mb);
+    let inject = crate::dist::checks::injected_failure()?;
+    let check_sync = crate::dist::checks::sync_check_enabled() && world > 1;
     let train_idx = ds.split_indices(SPLIT_TRAIN);
     let val_idx = ds.split_indices(SPLIT_VAL);
     let k_model = cfg.adversary.steps_per_model_step.max(1) as u64;
@@ -165,69 +222,131 @@ pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result
     let mut stopped_early = false;
     let params_model = model.params.table.count(Group::Model);
     let params_adv = model.params.table.count(Group::Adversary);
-    eprintln!(
-        "mfd: training C={} T={} B={b} O={} on {} train / {} val tiles; {params_model} model + {params_adv} adversary parameters; backend {}",
-        cfg.model.c,
-        t,
-        model.o,
-        train_idx.len(),
-        val_idx.len(),
-        be.name()
-    );
+    if rank0 {
+        eprintln!(
+            "mfd: training C={} T={} B={b} O={} on {} train / {} val tiles; {params_model} model + {params_adv} adversary parameters; backend {}",
+            cfg.model.c,
+            t,
+            model.o,
+            train_idx.len(),
+            val_idx.len(),
+            be.name()
+        );
+        if world > 1 {
+            eprintln!(
+                "mfd: {world} ranks ({}), {} sequences per rank and step, batch statistics {}; gradient buckets: model {} x {:.2} MiB, adversary {}",
+                comm.name(),
+                b / world,
+                cfg.dist.batch_stats,
+                model_buckets.tensors.len(),
+                model_buckets.elements() as f64 * 4.0 / (1024.0 * 1024.0) / model_buckets.tensors.len().max(1) as f64,
+                adv_buckets.tensors.len()
+            );
+        }
+    }
 
     while (pos.epoch as usize) < cfg.train.epochs && !stopped_early {
-        let sampler = TrainSampler::new(&train_idx, cfg.train.seed, pos.epoch, b, 0, 1, Augment::REFERENCE)?;
+        let sampler = TrainSampler::new(&train_idx, cfg.train.seed, pos.epoch, b, rank, world, Augment::REFERENCE)?;
+        let b_local = sampler.local_batch();
         let steps = sampler.steps() as u64;
-        let bar = progress_bar(steps, pos.epoch);
+        let bar = if rank0 { progress_bar(steps, pos.epoch) } else { indicatif::ProgressBar::hidden() };
         bar.set_position(pos.step_in_epoch);
         let epoch_start = Instant::now();
         let mut seen = 0u64;
         while pos.step_in_epoch < steps {
+            crate::dist::checks::maybe_fail(inject, rank, pos.global_step)?;
             let plan = sampler.batch(pos.step_in_epoch as usize).expect("step within the epoch");
             let tokens = be.upload_bytes(&encode_batch(&ds, &plan, t)?)?;
             let labels = be.upload_bytes(&gather_labels(&ds, &plan.indices)?)?;
             model.params.zero_grads(be, Group::Model)?;
-            let terms = model.model_loss_backward(
+            let mut red = StatsReduce::new(comm, global_stats);
+            let mut terms = model.model_loss_backward(
                 be,
                 &tokens,
                 &labels,
-                b,
-                lambda as f32,
+                b_local,
+                lambda_bwd as f32,
                 cfg.loss.cov_and_adv,
-                &mut NoReduce,
+                &mut red,
             )?;
+            // The loss as reported: with lambda, not the backward's lambda * W.
+            let indep = terms.r2_bio
+                + terms.r2_tech
+                + if cfg.loss.cov_and_adv || model.adv_bio.is_none() { terms.corr } else { 0.0 };
+            terms.loss = terms.bce + lambda as f32 * indep;
             if !terms.loss.is_finite() {
                 return Err(MfdError::other(format!(
                     "non-finite loss {} at epoch {} step {}",
                     terms.loss, pos.epoch, pos.step_in_epoch
                 )));
             }
-            if pos.step_in_epoch % k_model == 0 {
+            let model_step = pos.step_in_epoch % k_model == 0;
+            if model_step && world > 1 {
+                model_buckets.pack(be, &model.params)?;
+            }
+            // The adversary step runs while the model's gradient buckets are in flight.
+            let mut adv_loss = 0.0;
+            // Seconds of this step spent in gradient all-reduces and not hidden behind the adversary step.
+            let mut exposed_comm = 0.0f64;
+            let mut adversary_compute = 0.0f64;
+            let mut adversary_step = || -> Result<()> {
+                if model.adv_bio.is_some() {
+                    let t0 = Instant::now();
+                    model.params.zero_grads(be, Group::Adversary)?;
+                    let mut red = StatsReduce::new(comm, global_stats);
+                    adv_loss = model.adversary_loss_backward(be, b_local, &mut red)?;
+                    let t1 = Instant::now();
+                    adv_buckets.all_reduce(be, comm, &mut model.params, adv_scale)?;
+                    let t2 = Instant::now();
+                    opt_adv.update(be, &mut model.params)?;
+                    adversary_compute = (t1 - t0 + t2.elapsed()).as_secs_f64();
+                }
+                Ok(())
+            };
+            let t_sync = Instant::now();
+            if model_step && world > 1 {
+                comm.sum_buckets(model_buckets.host_mut(), &mut adversary_step)?;
+                model_buckets.unpack(be, &mut model.params, model_scale)?;
+            } else {
+                adversary_step()?;
+            }
+            if world > 1 {
+                exposed_comm = t_sync.elapsed().as_secs_f64() - adversary_compute;
+            }
+            if model_step {
                 opt_model.update(be, &mut model.params)?;
             }
-            let mut adv_loss = 0.0;
-            if model.adv_bio.is_some() {
-                model.params.zero_grads(be, Group::Adversary)?;
-                adv_loss = model.adversary_loss_backward(be, b, &mut NoReduce)?;
-                opt_adv.update(be, &mut model.params)?;
+            if !global_stats && world > 1 {
+                buffer_buckets.all_reduce(be, comm, &mut model.params, 1.0 / world as f32)?;
+            }
+            if check_sync {
+                crate::dist::checks::check_identical(be, comm, &model.params, pos.global_step)?;
             }
             pos.step_in_epoch += 1;
             pos.global_step += 1;
             seen += b as u64;
             bar.inc(1);
             if pos.global_step % cfg.train.log_every.max(1) as u64 == 0 {
+                // Mean BCE and loss over ranks (the penalty terms are already global with global statistics).
+                let mut v = [terms.bce as f64, terms.loss as f64, adv_loss as f64];
+                comm.sum_f64(&mut v)?;
+                let [bce, loss, adv] = v.map(|x| x / world as f64);
                 let sps = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!("loss {:.4} bce {:.4} {sps:.0} seq/s", terms.loss, terms.bce));
+                bar.set_message(format!("loss {loss:.4} bce {bce:.4} {sps:.0} seq/s"));
                 log.write(
-                    json!({"kind": "train", "epoch": pos.epoch, "step": pos.global_step, "loss": terms.loss, "bce": terms.bce,
-                           "corr": terms.corr, "r2_bio": terms.r2_bio, "r2_tech": terms.r2_tech, "adv_loss": adv_loss,
-                           "seq_per_s": sps, "elapsed_s": start.elapsed().as_secs_f64()}),
-                    &metrics_path,
+                    json!({"kind": "train", "epoch": pos.epoch, "step": pos.global_step, "loss": loss, "bce": bce,
+                           "corr": terms.corr, "r2_bio": terms.r2_bio, "r2_tech": terms.r2_tech, "adv_loss": adv,
+                           "seq_per_s": sps, "world": world, "exposed_grad_comm_ms": 1e3 * exposed_comm, "elapsed_s": start.elapsed().as_secs_f64()}),
                 )?;
             }
             let out_of_time = cfg.train.max_seconds > 0.0 && start.elapsed().as_secs_f64() >= cfg.train.max_seconds;
             let out_of_steps = cfg.train.max_steps > 0 && pos.global_step >= cfg.train.max_steps as u64;
-            if out_of_time || out_of_steps {
+            // Rank 0's clock decides, so every rank stops after the same step.
+            let mut stop = [f64::from(u8::from(out_of_time || out_of_steps))];
+            if cfg.train.max_seconds > 0.0 {
+                comm.broadcast_f64(&mut stop, 0)?;
+            }
+            if stop[0] != 0.0 {
                 stopped_early = true;
                 break;
             }
@@ -237,32 +356,38 @@ pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result
             pos.epoch += 1;
             pos.step_in_epoch = 0;
         }
-        // Validation and checkpoint at the end of every epoch (and when a time or step limit stops the run).
-        let val = evaluate(be, &mut model, &ds, val_idx.clone(), t, b, lambda, false)?;
-        eprintln!(
-            "mfd: epoch {} step {}: val loss {:.5} bce {:.5} macro AUROC {:.4} AUPRC {:.4}",
-            pos.epoch, pos.global_step, val.val_loss, val.bce, val.macro_auroc, val.macro_auprc
-        );
-        log.write(
-            json!({"kind": "val", "epoch": pos.epoch, "step": pos.global_step, "val_loss": val.val_loss, "bce": val.bce,
-                   "corr": val.corr, "macro_auroc": val.macro_auroc, "macro_auprc": val.macro_auprc,
-                   "elapsed_s": start.elapsed().as_secs_f64()}),
-            &metrics_path,
-        )?;
-        let ck = Checkpoint {
-            values: model.params.to_host(be)?,
-            position: pos,
-            world: 1,
-            config_toml: cfg.to_toml(),
-            model_opt: Some((opt_model.step, opt_model.state_to_host(be)?)),
-            adv_opt: Some((opt_adv.step, opt_adv.state_to_host(be)?)),
-            val_loss: val.val_loss,
-        };
-        checkpoint::save(&last_path, &model.params.table, &ck)?;
-        keep_best(&ck_dir, &mut best, cfg.train.keep_best, &model.params.table, &ck)?;
+        // Validation and checkpoint at the end of every epoch (and when a time or step limit stops the run), by
+        // rank 0 while the others wait.
+        if rank0 {
+            let val = evaluate(be, &mut model, &ds, val_idx.clone(), t, b, lambda, false)?;
+            eprintln!(
+                "mfd: epoch {} step {}: val loss {:.5} bce {:.5} macro AUROC {:.4} AUPRC {:.4}",
+                pos.epoch, pos.global_step, val.val_loss, val.bce, val.macro_auroc, val.macro_auprc
+            );
+            log.write(
+                json!({"kind": "val", "epoch": pos.epoch, "step": pos.global_step, "val_loss": val.val_loss, "bce": val.bce,
+                       "corr": val.corr, "macro_auroc": val.macro_auroc, "macro_auprc": val.macro_auprc,
+                       "elapsed_s": start.elapsed().as_secs_f64()}),
+            )?;
+            let ck = Checkpoint {
+                values: model.params.to_host(be)?,
+                position: pos,
+                world,
+                config_toml: cfg.to_toml(),
+                model_opt: Some((opt_model.step, opt_model.state_to_host(be)?)),
+                adv_opt: Some((opt_adv.step, opt_adv.state_to_host(be)?)),
+                val_loss: val.val_loss,
+            };
+            checkpoint::save(&last_path, &model.params.table, &ck)?;
+            keep_best(&ck_dir, &mut best, cfg.train.keep_best, &model.params.table, &ck)?;
+        }
+        comm.barrier()?;
     }
 
     let seconds = start.elapsed().as_secs_f64();
+    if rank0 && check_sync {
+        eprintln!("mfd: parameters identical on all {world} ranks after each of {} steps", pos.global_step);
+    }
     let best_ck = best.first().map(|(_, p)| p.clone());
     let best_val_loss = best.first().map(|(l, _)| *l).unwrap_or(f64::NAN);
     let mut summary = RunSummary {
@@ -273,7 +398,7 @@ pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result
         best_val_loss,
         test: None,
     };
-    if opts.skip_final_eval {
+    if opts.skip_final_eval || !rank0 {
         return Ok(summary);
     }
     if let Some(path) = &best_ck {
@@ -287,7 +412,6 @@ pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result
     eprintln!("mfd: test macro AUROC {:.4} AUPRC {:.4} ({} tiles)", test.macro_auroc, test.macro_auprc, test.n);
     log.write(
         json!({"kind": "test", "step": pos.global_step, "bce": test.bce, "macro_auroc": test.macro_auroc, "macro_auprc": test.macro_auprc}),
-        &metrics_path,
     )?;
     crate::train::report::write_report(&out, cfg, &ds, &test)?;
     summary.test = Some(test);

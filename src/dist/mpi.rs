@@ -1,0 +1,101 @@
+//! `Mpi`: the host-buffer communicator over MPI (rsmpi), used by the CPU backend and as the GPU fallback.
+//!
+//! Key decisions:
+//! - MPI is initialised with `Threading::Single`: only the main thread calls MPI (rayon workers never do).
+//! - Gradient buckets use `MPI_Iallreduce` (rsmpi `immediate_all_reduce_into`) inside a request scope, so every
+//!   request is completed before the buffers can be touched again; statistics use blocking `MPI_Allreduce`.
+//! - A panic on any rank prints the rank and calls `MPI_Abort` (installed panic hook), so no rank waits forever in
+//!   a collective for a rank that died. The hook is removed when the communicator is dropped (MPI_Finalize).
+
+use crate::dist::comm::{Comm, HostBucket};
+use crate::error::{MfdError, Result};
+use mpi::collective::SystemOperation;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::*;
+
+pub struct Mpi {
+    world: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    local_rank: usize,
+    // Dropped last: MPI_Finalize.
+    _universe: mpi::environment::Universe,
+}
+
+impl Mpi {
+    /// Initialise MPI (once per process).
+    pub fn init() -> Result<Mpi> {
+        let universe = mpi::initialize()
+            .ok_or_else(|| MfdError::other("MPI was already initialised (and finalised) in this process"))?;
+        let world = universe.world();
+        let rank = world.rank() as usize;
+        let size = world.size() as usize;
+        let local_rank = world.split_shared(world.rank()).rank() as usize;
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            prev(info);
+            eprintln!("error: rank {rank} of {size} panicked; aborting the job (MPI_Abort)");
+            SimpleCommunicator::world().abort(101);
+        }));
+        Ok(Mpi { world, rank, size, local_rank, _universe: universe })
+    }
+}
+
+impl Drop for Mpi {
+    fn drop(&mut self) {
+        // Back to the default hook before MPI_Finalize: MPI_Abort is not allowed after it.
+        let _ = std::panic::take_hook();
+    }
+}
+
+impl Comm for Mpi {
+    fn name(&self) -> &'static str {
+        "mpi"
+    }
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn local_rank(&self) -> usize {
+        self.local_rank
+    }
+    fn sum_f64(&self, v: &mut [f64]) -> Result<()> {
+        let send = v.to_vec();
+        self.world.all_reduce_into(&send[..], v, SystemOperation::sum());
+        Ok(())
+    }
+    fn broadcast_f64(&self, v: &mut [f64], root: usize) -> Result<()> {
+        self.world.process_at_rank(root as i32).broadcast_into(v);
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        self.world.barrier();
+        Ok(())
+    }
+    fn sum_buckets(&self, buckets: &mut [HostBucket], during: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let world = &self.world;
+        let res = mpi::request::scope(|scope| {
+            let mut reqs = Vec::with_capacity(buckets.len());
+            for b in buckets.iter_mut() {
+                let HostBucket { data, scratch } = b;
+                scratch.resize(data.len(), 0.0);
+                let send: &[f32] = data;
+                reqs.push(world.immediate_all_reduce_into(scope, send, &mut scratch[..], SystemOperation::sum()));
+            }
+            let r = during();
+            for q in reqs {
+                q.wait_without_status();
+            }
+            r
+        });
+        for b in buckets.iter_mut() {
+            std::mem::swap(&mut b.data, &mut b.scratch);
+        }
+        res
+    }
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+}
