@@ -11,6 +11,7 @@ pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod downstream;
 pub mod error;
 pub mod model;
 pub mod report;
