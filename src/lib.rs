@@ -12,6 +12,7 @@ pub mod bench;
 pub mod config;
 pub mod data;
 pub mod dist;
+pub mod downstream;
 pub mod error;
 pub mod model;
 pub mod report;

@@ -27,6 +27,16 @@ enum Cmd {
     Bench(mfd::bench::BenchArgs),
     /// One forward + backward of the model loss on a given batch, dumped for an independent check.
     StepDump(mfd::train::step_dump::StepDumpArgs),
+    /// Biological, technical and combined features of regions (BED) or sequences (FASTA): safetensors + TSV.
+    Embed(mfd::downstream::embed::EmbedArgs),
+    /// Variant effect prediction: combined, biological-only and technical-only VEPs per variant (and class).
+    Vep(mfd::downstream::vep::VepArgs),
+    /// Enrichment of VEP quantiles in labelled variants: odds ratios, Fisher p-values, zero-shot AUROC.
+    Enrich(mfd::downstream::enrich::EnrichArgs),
+    /// Enhancer classification from embeddings: cross-validated logistic regression, AUROC/AUPRC per task.
+    Enhancer(mfd::downstream::enhancer::EnhancerArgs),
+    /// Integrated Gradients of a latent feature with respect to the input, per position, and a motif plot.
+    Attribute(mfd::downstream::attribute::AttributeArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +49,11 @@ fn main() -> ExitCode {
         Cmd::Eval(a) => mfd::train::cli::eval(a),
         Cmd::Bench(a) => mfd::bench::run(a),
         Cmd::StepDump(a) => mfd::train::step_dump::run(a),
+        Cmd::Embed(a) => mfd::downstream::embed::run(a),
+        Cmd::Vep(a) => mfd::downstream::vep::run(a).map(|_| ()),
+        Cmd::Enrich(a) => mfd::downstream::enrich::run(a),
+        Cmd::Enhancer(a) => mfd::downstream::enhancer::run(a),
+        Cmd::Attribute(a) => mfd::downstream::attribute::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
