@@ -185,8 +185,16 @@ impl Mask {
     }
 }
 
-fn sample_site(bio: &Biology, motif: usize, minus: bool, rng: &mut Rng) -> Vec<u8> {
-    let mut bases: Vec<u8> = bio.probs[motif].iter().map(|p| b"ACGT"[rng.categorical(p)]).collect();
+/// One site of `motif` drawn column by column from its PFM sharpened to the power `sharpness` (1 = the JASPAR
+/// frequencies; larger values move the draws toward the consensus).
+fn sample_site(bio: &Biology, motif: usize, minus: bool, sharpness: f64, rng: &mut Rng) -> Vec<u8> {
+    let mut bases: Vec<u8> = bio.probs[motif]
+        .iter()
+        .map(|p| {
+            let w = p.map(|x| x.powf(sharpness));
+            b"ACGT"[rng.categorical(&w)]
+        })
+        .collect();
     if minus {
         bases.reverse();
         for b in &mut bases {
@@ -335,7 +343,7 @@ pub fn plan_contig(bio: &Biology, p: &Preset, seed: u64, index: u64, name: &str,
             cursor += cut - prev_cut + 3;
             prev_cut = cut;
             let minus = rng.bernoulli(0.5);
-            let bases = sample_site(bio, *m, minus, &mut rng);
+            let bases = sample_site(bio, *m, minus, p.site_sharpness, &mut rng);
             motif_gc += gc_count(&bases);
             motif_bases += bases.len();
             let score = site_score(bio, *m, &bases, minus);
@@ -375,7 +383,7 @@ pub fn plan_contig(bio: &Biology, p: &Preset, seed: u64, index: u64, name: &str,
             continue;
         }
         let minus = rng.bernoulli(0.5);
-        let mut bases = sample_site(bio, m, minus, &mut rng);
+        let mut bases = sample_site(bio, m, minus, p.site_sharpness, &mut rng);
         let j = best_column(bio, m);
         let probs = &bio.probs[m][j];
         let (worst, best) = (argmin(probs), argmax(probs));

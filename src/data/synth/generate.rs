@@ -9,7 +9,7 @@ use super::elements::{plan_contig, ContigPlan, ElementKind};
 use super::experiments::{make_experiments, write_metadata, Experiment, Lab};
 use super::factors::{tile_factors, FactorNorm, Layout, SeqView, KMERS, TILE, TN5};
 use super::genome::{chunk_sequence, FastaWriter};
-use super::labels::{LabelModel, TEMPERATURE};
+use super::labels::LabelModel;
 use super::peaks_out::PeakWriter;
 use super::presets::Preset;
 use super::programs::Biology;
@@ -96,7 +96,7 @@ fn calibrate(bio: &Biology, p: &Preset, seed: u64, lay: Layout, exps: &mut [Expe
         })?;
     }
     let norm = FactorNorm::fit(lay, &rows);
-    let b = LabelModel { lay, norm: norm.clone(), w: &bio.w, exps }.calibrate(&rows);
+    let b = LabelModel { lay, norm: norm.clone(), w: &bio.w, exps, temperature: p.temperature }.calibrate(&rows);
     for (e, b) in exps.iter_mut().zip(b) {
         e.b = b;
     }
@@ -117,7 +117,7 @@ pub fn generate(p: &Preset, seed: u64, dir: &Path) -> Result<Summary> {
     let lay = Layout { n_motifs: bio.n_motifs() };
     let (labs, mut exps) = make_experiments(&bio, p, seed);
     let norm = calibrate(&bio, p, seed, lay, &mut exps)?;
-    let model = LabelModel { lay, norm: norm.clone(), w: &bio.w, exps: &exps };
+    let model = LabelModel { lay, norm: norm.clone(), w: &bio.w, exps: &exps, temperature: p.temperature };
     let o = exps.len();
     let truth = dir.join("truth");
     std::fs::create_dir_all(&truth).at(&truth)?;
@@ -362,7 +362,7 @@ fn params_json(
         "seed": seed,
         "tile_size": TILE,
         "window_flank": super::factors::FLANK,
-        "temperature": TEMPERATURE,
+        "temperature": p.temperature,
         "test_contigs": TEST_CONTIGS,
         "contigs": contigs.iter().map(|(n, l, off, nt)| json!({"name": n, "length": l, "tile_offset": off, "n_tiles": nt})).collect::<Vec<_>>(),
         "n_grid_tiles": contigs.iter().map(|c| c.3).sum::<u64>(),

@@ -16,7 +16,6 @@ use crate::rng::Rng;
 use rayon::prelude::*;
 
 pub const TAG_LABELS: u64 = 8;
-pub const TEMPERATURE: f32 = 1.0;
 
 pub struct LabelModel<'a> {
     pub lay: Layout,
@@ -24,6 +23,8 @@ pub struct LabelModel<'a> {
     /// (n_tissues, n_motifs)
     pub w: &'a [Vec<f32>],
     pub exps: &'a [Experiment],
+    /// Label temperature T (the preset's): p = sigmoid((z - b_o) / T).
+    pub temperature: f32,
 }
 
 /// Per-tile quantities shared by all experiments.
@@ -59,11 +60,11 @@ impl LabelModel<'_> {
         e.theta_gc * t.zg + e.theta_gc2 * t.zg * t.zg + e.phi.iter().zip(&t.zk).map(|(a, b)| a * b).sum::<f32>()
     }
 
-    fn prob(e: &Experiment, zb: f32, zt: f32, masked: bool) -> f32 {
+    fn prob(&self, e: &Experiment, zb: f32, zt: f32, masked: bool) -> f32 {
         if masked {
             0.0
         } else {
-            sigmoid((zb + zt - e.b) / TEMPERATURE)
+            sigmoid((zb + zt - e.b) / self.temperature)
         }
     }
 
@@ -88,7 +89,7 @@ impl LabelModel<'_> {
                 for e in self.exps {
                     let zb = Self::z_bio(e, &t, row);
                     let zt = Self::z_tech(e, &t);
-                    let p = Self::prob(e, zb, zt, t.masked);
+                    let p = self.prob(e, zb, zt, t.masked);
                     out.p.push(p);
                     out.y.push((rng.f32() < p) as u8);
                     if want_z {
@@ -123,7 +124,7 @@ impl LabelModel<'_> {
                     .map(|(t, r)| Self::z_bio(e, t, r) + Self::z_tech(e, t))
                     .collect();
                 let n = terms.len().max(1) as f64;
-                let rate = |b: f32| z.iter().map(|&v| sigmoid((v - b) / TEMPERATURE) as f64).sum::<f64>() / n;
+                let rate = |b: f32| z.iter().map(|&v| sigmoid((v - b) / self.temperature) as f64).sum::<f64>() / n;
                 let (mut lo, mut hi) = (-20.0f32, 40.0f32);
                 for _ in 0..28 {
                     let mid = 0.5 * (lo + hi);
@@ -186,11 +187,11 @@ mod tests {
         let rows = tile_factors(lay, &plan, SeqView { seq: &seq, lo: 0 }, 0..plan.n_tiles);
         let (_, mut exps) = make_experiments(&bio, &p, 2);
         let norm = FactorNorm::fit(lay, &rows);
-        let b = LabelModel { lay, norm: norm.clone(), w: &bio.w, exps: &exps }.calibrate(&rows);
+        let b = LabelModel { lay, norm: norm.clone(), w: &bio.w, exps: &exps, temperature: 1.0 }.calibrate(&rows);
         for (e, b) in exps.iter_mut().zip(b) {
             e.b = b;
         }
-        let model = LabelModel { lay, norm, w: &bio.w, exps: &exps };
+        let model = LabelModel { lay, norm, w: &bio.w, exps: &exps, temperature: 1.0 };
         let lab = model.chunk(&rows, 2, 0, 0, true);
         let n = plan.n_tiles as usize;
         for (j, e) in exps.iter().enumerate() {

@@ -36,6 +36,10 @@ pub struct Preset {
     pub pilot_bases: Option<u64>,
     /// Positive rate targets per experiment are drawn uniformly from this range.
     pub rate_range: (f64, f64),
+    /// Label temperature T: p = sigmoid((z_bio + z_tech - b_o) / T). Lower is sharper (less label noise).
+    pub temperature: f32,
+    /// Planted sites are drawn from each PFM column raised to this power (1 = JASPAR frequencies).
+    pub site_sharpness: f64,
     /// Buffered peaks (all experiments) before they are appended to their files.
     pub peak_flush: usize,
 }
@@ -90,11 +94,11 @@ pub fn preset(name: &str) -> Result<Preset> {
         "tiny" => Ok(Preset {
             name: "tiny",
             // Lengths deliberately not multiples of 128 (the partial last tile is not on the grid).
-            contigs: contigs(&[("chr1", 800_037), ("chr2", 700_013), ("chr9", 650_101), ("chr10", 600_077)]),
+            contigs: contigs(&[("chr1", 1_600_037), ("chr2", 1_400_013), ("chr9", 450_101), ("chr10", 400_077)]),
             n_experiments: 24,
             n_labs: 4,
             n_held_out: 2,
-            element_spacing: 2_000,
+            element_spacing: 800,
             chunk_bases: 1 << 18,
             dense_truth: true,
             variants_per_class: 50,
@@ -103,7 +107,9 @@ pub fn preset(name: &str) -> Result<Preset> {
             gap_every: 1_000_000,
             iupac_per_contig: 8,
             pilot_bases: None,
-            rate_range: (0.02, 0.06),
+            rate_range: (0.03, 0.08),
+            temperature: 0.5,
+            site_sharpness: 4.0,
             peak_flush: usize::MAX,
         }),
         "bench" => Ok(Preset {
@@ -128,6 +134,8 @@ pub fn preset(name: &str) -> Result<Preset> {
             iupac_per_contig: 20,
             pilot_bases: None,
             rate_range: (0.015, 0.06),
+            temperature: 1.0,
+            site_sharpness: 1.0,
             peak_flush: usize::MAX,
         }),
         "genome" => Ok(Preset {
@@ -146,6 +154,8 @@ pub fn preset(name: &str) -> Result<Preset> {
             iupac_per_contig: 50,
             pilot_bases: Some(8_000_000),
             rate_range: (0.01, 0.02),
+            temperature: 1.0,
+            site_sharpness: 1.0,
             peak_flush: 8_000_000,
         }),
         other => Err(MfdError::config("preset", format!("unknown preset '{other}'; expected tiny, bench or genome"))),
