@@ -59,6 +59,8 @@ fn train_args(root: &Path, out: &str, max_steps: usize) -> Vec<String> {
         "adversary.hidden=16".into(),
         "adversary.layers=2".into(),
         "train.batch_size=16".into(),
+        // Pinned: the default config's lr may change; Adam turns rounding-level gradient differences into steps ~lr.
+        "train.lr=1e-3".into(),
         "train.epochs=3".into(),
         "train.max_seconds=0".into(),
         "train.log_every=1".into(),
