@@ -284,6 +284,7 @@ fn oracle_auroc_high_and_rates_in_range() {
     let (p, y, zb, zt) =
         (p.data::<f32>().unwrap(), y.data::<u8>().unwrap(), zb.data::<f32>().unwrap(), zt.data::<f32>().unwrap());
     let n = y.len() / o;
+    let temperature = prm["temperature"].as_f64().unwrap() as f32;
     let mut aucs = Vec::new();
     for j in 0..o {
         let e = &prm["experiments"][j];
@@ -292,7 +293,7 @@ fn oracle_auroc_high_and_rates_in_range() {
         let yj: Vec<u8> = (0..n).map(|i| y[i * o + j]).collect();
         // The documented formula: p = sigmoid((z_bio + z_tech - b) / T) on unmasked tiles.
         for i in (0..n).step_by(101) {
-            let want = 1.0 / (1.0 + (-(zb[i * o + j] + zt[i * o + j] - b)).exp());
+            let want = 1.0 / (1.0 + (-(zb[i * o + j] + zt[i * o + j] - b) / temperature).exp());
             assert!(pj[i] == 0.0 || (pj[i] - want).abs() < 1e-5, "{j} {i}");
         }
         let rate = yj.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
