@@ -307,6 +307,23 @@ epochs = 2
     }
 
     #[test]
+    fn the_shipped_sweeps_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let s = Sweep::load(&root.join("configs/sweep_lambda.toml"), &[], None).unwrap();
+        let names: Vec<&str> = s.points.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["baseline", "lambda_indep-0_enabled-false", "lambda_indep-0.001", "lambda_indep-0.01", "lambda_indep-0.1"]
+        );
+        assert!(!s.points[0].cfg.model.metadata && !s.points[0].cfg.adversary.enabled);
+        assert!(s.points[4].cfg.model.metadata && s.points[4].cfg.adversary.enabled);
+        assert_eq!(s.points[4].cfg.loss.lambda_indep, 0.1);
+        let t = Sweep::load(&root.join("configs/sweep_tiny.toml"), &[], None).unwrap();
+        assert_eq!(t.points.len(), 2);
+        assert_eq!(t.points[1].cfg.model.c, 16);
+    }
+
+    #[test]
     fn override_names_are_filesystem_safe() {
         assert_eq!(override_name("loss.lambda_indep=0.001"), "lambda_indep-0.001");
         assert_eq!(override_name("train.out=\"a/b c\""), "out-a_b_c");

@@ -217,7 +217,15 @@ mod tests {
     use super::*;
 
     fn cfg() -> IndependenceConfig {
-        IndependenceConfig { epochs: 6, discriminator_hidden: 32, predictor_hidden: 32, ..Default::default() }
+        IndependenceConfig {
+            epochs: 40,
+            discriminator_hidden: 32,
+            predictor_hidden: 32,
+            lr: 1e-2,
+            discriminator_batch: 128,
+            predictor_batch: 128,
+            ..Default::default()
+        }
     }
 
     /// (N, 2C) features with tech = noise and bio = tech (dependent) or fresh noise (independent).

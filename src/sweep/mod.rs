@@ -38,6 +38,9 @@ pub struct SweepArgs {
     /// Output directory (overrides the sweep's `out`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Ranks per point (overrides the sweep's `ranks_per_point`).
+    #[arg(long)]
+    pub ranks_per_point: Option<usize>,
     /// Only rewrite the results table from the finished points (no training).
     #[arg(long)]
     pub table_only: bool,
@@ -58,6 +61,12 @@ fn run_point(
     local_rank: usize,
 ) -> Result<Option<PointResult>> {
     let cfg = &point.cfg;
+    if resume && point::training_complete(cfg) {
+        // Interrupted after its last step (e.g. during the analyses): evaluate only.
+        let res = if comm.rank() == 0 { Some(point::finish(sweep, point, None)?) } else { None };
+        comm.barrier()?;
+        return Ok(res);
+    }
     let opts = TrainOptions { resume, skip_final_eval: false };
     let summary: RunSummary = match crate::backend::cuda::choose_backend(&cfg.train.backend, local_rank)? {
         crate::backend::cuda::BackendChoice::Cpu => run_dist(&CpuBackend, comm, cfg, &opts)?,
@@ -88,7 +97,10 @@ fn write_table(sweep: &Sweep) -> Result<Vec<PointResult>> {
 }
 
 pub fn run(args: &SweepArgs) -> Result<()> {
-    let sweep = Sweep::load(&args.config, &args.set, args.out.as_deref())?;
+    let mut sweep = Sweep::load(&args.config, &args.set, args.out.as_deref())?;
+    if let Some(r) = args.ranks_per_point {
+        sweep.ranks_per_point = r.max(1);
+    }
     if args.table_only {
         write_table(&sweep)?;
         return Ok(());

@@ -46,6 +46,21 @@ pub fn status(dir: &Path) -> Status {
     }
 }
 
+/// Whether the run directory's last checkpoint already ends the training `cfg` asks for (all epochs, or
+/// train.max_steps reached): resuming it would train one more step, so the sweep only evaluates it.
+pub fn training_complete(cfg: &crate::config::Config) -> bool {
+    let path = cfg.train.out.join("checkpoints/last.safetensors");
+    let Ok(bytes) = std::fs::read(&path) else { return false };
+    let Ok((_, m)) = safetensors::SafeTensors::read_metadata(&bytes) else { return false };
+    let get = |k: &str| m.metadata().as_ref().and_then(|h| h.get(k)).and_then(|v| v.parse::<u64>().ok());
+    match (get("epoch"), get("global_step")) {
+        (Some(epoch), Some(step)) => {
+            epoch >= cfg.train.epochs as u64 || (cfg.train.max_steps > 0 && step >= cfg.train.max_steps as u64)
+        }
+        _ => false,
+    }
+}
+
 /// JSON writes NaN as null; read null back as NaN.
 fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
@@ -235,7 +250,7 @@ pub fn finish(sweep: &Sweep, point: &Point, summary: Option<&RunSummary>) -> Res
         overrides: point.overrides.iter().filter(|o| !o.starts_with("train.out=")).cloned().collect(),
         lambda_indep: lambda,
         adversary: cfg.adversary.enabled,
-        metadata: model_metadata(cfg),
+        metadata: cfg.model.metadata,
         seed: cfg.train.seed,
         steps: ck.position.global_step,
         checkpoint: ck_path,
@@ -250,10 +265,4 @@ pub fn finish(sweep: &Sweep, point: &Point, summary: Option<&RunSummary>) -> Res
     let json = serde_json::to_string_pretty(&res).map_err(|e| MfdError::other(e.to_string()))?;
     write_atomic(dir.join(POINT_FILE), json.as_bytes())?;
     Ok(res)
-}
-
-/// Whether the point's model uses the metadata hypernetworks.
-fn model_metadata(cfg: &crate::config::Config) -> bool {
-    let _ = cfg;
-    true
 }
