@@ -1,10 +1,10 @@
 //! `mfd sweep` under `mpirun -np 2 --oversubscribe` on the CPU backend (issue 6), with configs/sweep_tiny.toml
-//! (2 points, lambda_indep 0 and 0.01, C = 16, T = 128, 3 steps each) on the synthetic `tiny` dataset:
+//! (2 points, lambda_indep 0 and 0.01, C = 16, T = 128, 30 steps each) on the synthetic `tiny` dataset:
 //! - 2 ranks, 1 rank per point: two groups train the two points at once; each point's run directory holds its
 //!   evaluation and `point.json`, and world rank 0 writes results.tsv, results.md (with Table 1) and sweep.svg;
 //! - rerunning skips both finished points;
 //! - a point whose `point.json` is removed (an interrupted point: its checkpoint is there) is resumed from its
-//!   checkpoint (asked for 5 steps now: steps 4 and 5 are trained), here by one group of 2 data-parallel ranks
+//!   checkpoint (asked for 32 steps now: steps 31 and 32 are trained), here by one group of 2 data-parallel ranks
 //!   (`--ranks-per-point 2`), and the table again lists both points.
 #![cfg(feature = "mpi")]
 
@@ -67,9 +67,9 @@ fn a_two_point_sweep_on_two_ranks_runs_resumes_and_writes_one_table() {
         for f in ["point.json", "eval_test.json", "eval_val.json", "tissue_tasks.tsv", "config.toml"] {
             assert!(d.join(f).exists(), "{}/{f} missing\n{err}", d.display());
         }
-        // Each group's rank 0 alone wrote its metrics: 3 train lines and one test line.
+        // Each group's rank 0 alone wrote its metrics: 30 train lines and one test line.
         let m = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-        assert_eq!(m.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), 3, "{m}");
+        assert_eq!(m.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), 30, "{m}");
         assert_eq!(m.lines().filter(|l| l.contains("\"kind\":\"test\"")).count(), 1, "{m}");
     }
     check_table(&s);
@@ -82,18 +82,18 @@ fn a_two_point_sweep_on_two_ranks_runs_resumes_and_writes_one_table() {
     assert!(!err.contains("training point"), "{err}");
     assert_eq!(stamp(POINTS[1]), before);
 
-    // An interrupted point resumes from its checkpoint (step 3, now asked for 5 steps), on one group of two ranks.
+    // An interrupted point resumes from its checkpoint (step 30, now asked for 32 steps), on one group of two ranks.
     let d1 = s.join("points").join(POINTS[1]);
     std::fs::remove_file(d1.join("point.json")).unwrap();
     std::fs::remove_file(s.join("results.tsv")).unwrap();
-    let out = sweep(root, &["--ranks-per-point", "2", "--set", "train.max_steps=5"]);
+    let out = sweep(root, &["--ranks-per-point", "2", "--set", "train.max_steps=32"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(err.contains("(1 finished, 1 to resume, 0 new) on 2 rank(s): 1 group(s) of 2"), "{err}");
     assert!(err.contains(&format!("group 0 (2 rank(s)): resuming point {}", POINTS[1])), "{err}");
-    assert!(err.contains("resuming at epoch 0 step 3 (global step 3)"), "{err}");
+    assert!(err.contains("resuming at epoch 0 step 30 (global step 30)"), "{err}");
     let m = std::fs::read_to_string(d1.join("metrics.jsonl")).unwrap();
-    assert_eq!(m.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), 5, "{m}");
+    assert_eq!(m.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), 32, "{m}");
     check_table(&s);
     let tsv = std::fs::read_to_string(s.join("results.tsv")).unwrap();
-    assert_eq!(tsv.lines().nth(2).unwrap().split('\t').nth(5), Some("5"), "{tsv}");
+    assert_eq!(tsv.lines().nth(2).unwrap().split('\t').nth(5), Some("32"), "{tsv}");
 }

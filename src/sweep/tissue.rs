@@ -6,8 +6,11 @@
 //! (80/20 stratified split, L2, balanced classes) with the combined, biological and technical feature sets; the
 //! per-set result is the macro mean over tissues of the held-out AUROC and AUPRC.
 //!
-//! Key decision: all elements on all contigs are used (the tiny preset has too few on the test contigs alone);
+//! Key decisions: all elements on all contigs are used (the tiny preset has too few on the test contigs alone);
 //! the labels are the generator's tissue programs, not peak calls, so the task is not the training objective.
+//! Feature columns are z-scored over the elements before `mfd enhancer`'s recipe, so its variance filter (0.01 on
+//! raw features, as the reference) drops only constant columns: features of briefly trained models vary by
+//! ~1e-6 and would all be dropped (the logistic regression standardises anyway, so nothing else changes).
 
 use crate::data::dataset::Dataset;
 use crate::downstream::embed::{embed_windows, Embedding};
@@ -88,6 +91,21 @@ pub fn tissue_tasks(elements: &[Element]) -> Vec<(String, Vec<bool>)> {
         .collect()
 }
 
+/// Columns of x (N, d) z-scored (constant columns become 0).
+fn zscore(x: &[f64], d: usize) -> Vec<f64> {
+    let n = (x.len() / d.max(1)).max(1) as f64;
+    let mut out = x.to_vec();
+    for j in 0..d {
+        let mean = x.iter().skip(j).step_by(d).sum::<f64>() / n;
+        let var = x.iter().skip(j).step_by(d).map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        let inv = if var > 0.0 { 1.0 / var.sqrt() } else { 0.0 };
+        for v in out.iter_mut().skip(j).step_by(d) {
+            *v = (*v - mean) * inv;
+        }
+    }
+    out
+}
+
 /// Macro result of one feature set.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SetResult {
@@ -148,6 +166,7 @@ pub fn classify(
     for (set, d, x) in
         feature_sets(&emb).into_iter().filter(|(n, _, _)| ["combined", "bio", "tech"].contains(&n.as_str()))
     {
+        let x = zscore(&x, d);
         let (mut aurocs, mut auprcs) = (Vec::new(), Vec::new());
         for (tissue, y) in &tasks {
             if let Some((_, _, _, auroc, auprc, _, _)) =
@@ -189,6 +208,9 @@ mod tests {
         assert_eq!(tasks.len(), 2);
         assert_eq!(tasks[0], ("liver".to_string(), vec![true, true, false, false]));
         assert_eq!(tasks[1], ("heart".to_string(), vec![true, true, false, true]));
+        let z = zscore(&[1.0, 5.0, 2.0, 5.0, 3.0, 5.0], 2);
+        assert_eq!(z[1], 0.0);
+        assert!((z[0] + 1.224744871391589).abs() < 1e-12 && z[2] == 0.0);
         std::fs::write(&p, "chr1\tx\t20\tchr1_e0\tactive\tliver\n").unwrap();
         let e = read_elements(&p).unwrap_err().to_string();
         assert!(e.contains(":1") && e.contains("start"), "{e}");
