@@ -53,6 +53,10 @@ pub struct ModelConfig {
     /// Dilation growth D: block l uses dilation floor(2 * D^l).
     #[serde(default = "dilation_growth")]
     pub dilation_growth: f64,
+    /// false: the no-metadata baseline (a plain trunk with a free (O, 2C) output layer `head.{tech,bio}.weight`
+    /// instead of the hypernetworks; the sweep's Table-1 baseline, with lambda_indep = 0 and no adversary).
+    #[serde(default = "yes")]
+    pub metadata: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,6 +21,8 @@ enum Cmd {
     Inspect(mfd::data::inspect::InspectArgs),
     /// Train MFD (with no arguments: the embedded default, synthetic data on the CPU).
     Train(mfd::train::cli::TrainArgs),
+    /// Sweep (e.g. lambda_indep) under one mpirun: one data-parallel group per point, one results table.
+    Sweep(mfd::sweep::SweepArgs),
     /// Evaluate a checkpoint on a split: per-class AUROC/AUPRC (TSV) and the summary.
     Eval(mfd::train::cli::EvalArgs),
     /// Throughput benchmarks: `data` (prepare MB/s, windows/s) or `train` (sequences/s); JSON + Markdown.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Cmd::Prepare(a) => mfd::data::prepare::run(a),
         Cmd::Inspect(a) => mfd::data::inspect::run(a),
         Cmd::Train(a) => mfd::train::cli::train(a),
+        Cmd::Sweep(a) => mfd::sweep::run(a),
         Cmd::Eval(a) => mfd::train::cli::eval(a),
         Cmd::Bench(a) => mfd::bench::run(a),
         Cmd::StepDump(a) => mfd::train::step_dump::run(a),

@@ -63,7 +63,15 @@ fn tiny_model(shared: bool) -> (CpuBackend, Mfd<CpuBackend>, tempfile::TempDir) 
     let classes: Vec<String> = (0..5).map(|i| format!("E{i}")).collect();
     let table = MetadataTable::load(&p, &classes).unwrap();
     let mapping = MappingConfig::parse(MAPPING, Path::new("mapping.toml")).unwrap();
-    let mcfg = ModelConfig { c: 4, seq_len: 128, crop: 0, tower_layers: 6, dilated_layers: 2, dilation_growth: 1.5 };
+    let mcfg = ModelConfig {
+        c: 4,
+        seq_len: 128,
+        crop: 0,
+        tower_layers: 6,
+        dilated_layers: 2,
+        dilation_growth: 1.5,
+        metadata: true,
+    };
     let acfg = AdversaryConfig {
         enabled: true,
         hidden: 8,

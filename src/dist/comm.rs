@@ -45,6 +45,9 @@ pub trait Comm {
     fn sum_buckets(&self, buckets: &mut [HostBucket], during: &mut dyn FnMut() -> Result<()>) -> Result<()>;
     /// End the whole job with exit code `code` (MPI_Abort); never returns.
     fn abort(&self, code: i32) -> !;
+    /// The sub-communicator of the ranks that pass the same `color` (MPI_Comm_split, ranks ordered as in this
+    /// communicator): a sweep runs one data-parallel group per point. Collective: every rank calls it.
+    fn split(&self, color: usize) -> Result<Box<dyn Comm>>;
 }
 
 /// `Reduce` (the backend's batch-statistics hook) over a communicator: `dist.batch_stats = "global"` passes the

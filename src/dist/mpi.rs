@@ -6,6 +6,9 @@
 //!   request is completed before the buffers can be touched again; statistics use blocking `MPI_Allreduce`.
 //! - A panic on any rank prints the rank and calls `MPI_Abort` (installed panic hook), so no rank waits forever in
 //!   a collective for a rank that died. The hook is removed when the communicator is dropped (MPI_Finalize).
+//! - `split` (sweeps) gives an `Mpi` over a sub-communicator that does not own the MPI environment: it must be
+//!   dropped before the world communicator (MPI_Comm_free before MPI_Finalize), and its `abort` ends the whole
+//!   job (MPI_Abort on MPI_COMM_WORLD), not only its group.
 
 use crate::dist::comm::{Comm, HostBucket};
 use crate::error::{MfdError, Result};
@@ -18,8 +21,8 @@ pub struct Mpi {
     rank: usize,
     size: usize,
     local_rank: usize,
-    // Dropped last: MPI_Finalize.
-    _universe: mpi::environment::Universe,
+    // Dropped last: MPI_Finalize. None for a sub-communicator made by `split`.
+    universe: Option<mpi::environment::Universe>,
 }
 
 impl Mpi {
@@ -37,14 +40,16 @@ impl Mpi {
             eprintln!("error: rank {rank} of {size} panicked; aborting the job (MPI_Abort)");
             SimpleCommunicator::world().abort(101);
         }));
-        Ok(Mpi { world, rank, size, local_rank, _universe: universe })
+        Ok(Mpi { world, rank, size, local_rank, universe: Some(universe) })
     }
 }
 
 impl Drop for Mpi {
     fn drop(&mut self) {
         // Back to the default hook before MPI_Finalize: MPI_Abort is not allowed after it.
-        let _ = std::panic::take_hook();
+        if self.universe.is_some() {
+            let _ = std::panic::take_hook();
+        }
     }
 }
 
@@ -96,6 +101,16 @@ impl Comm for Mpi {
         res
     }
     fn abort(&self, code: i32) -> ! {
-        self.world.abort(code)
+        SimpleCommunicator::world().abort(code)
+    }
+    fn split(&self, color: usize) -> Result<Box<dyn Comm>> {
+        let c = i32::try_from(color).map_err(|_| MfdError::other(format!("split: color {color} too large")))?;
+        let sub = self
+            .world
+            .split_by_color(mpi::topology::Color::with_value(c))
+            .ok_or_else(|| MfdError::other("MPI_Comm_split returned MPI_COMM_NULL"))?;
+        let (rank, size) = (sub.rank() as usize, sub.size() as usize);
+        let local_rank = self.local_rank;
+        Ok(Box::new(Mpi { world: sub, rank, size, local_rank, universe: None }))
     }
 }

@@ -35,4 +35,7 @@ impl Comm for Single {
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
     }
+    fn split(&self, _color: usize) -> Result<Box<dyn Comm>> {
+        Ok(Box::new(Single))
+    }
 }

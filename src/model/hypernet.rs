@@ -6,12 +6,15 @@
 //! - direct: the transformed direct variables concatenated (width d_dir) are the first d_dir columns of W_g;
 //! - interact: the transformed interact variables concatenated (d_int) go through the MLP
 //!   d_int -> 2 out_dim -> 2 out_dim -> C - d_dir (ReLU), which fills the remaining columns.
+//!
+//! `HyperNet::free` is the no-metadata baseline (`model.metadata = false`): each group's W is a free learned
+//! tensor `head.{bio,tech}.weight` (O, C), so the head is a plain (O, 2C) linear layer.
 
 use crate::backend::{Activation, Backend, ChannelCopy, NoReduce};
 use crate::error::{MfdError, Result};
 use crate::model::metadata::{EncodedVar, Group as MapGroup, MappingConfig, MetadataTable, Transform};
 use crate::model::mlp::Mlp;
-use crate::model::params::{Group, ParamTable, Params};
+use crate::model::params::{Group, Init, ParamTable, Params};
 
 /// One variable's module inside a group.
 struct VarModule<B: Backend> {
@@ -39,6 +42,8 @@ pub struct GroupNet<B: Backend> {
     w: Option<B::Buf>,
     o: usize,
     c: usize,
+    /// The baseline's free W (O, C): its parameter index.
+    free: Option<usize>,
 }
 
 /// Both hypernetworks plus the encoded inputs.
@@ -59,6 +64,29 @@ impl<B: Backend> HyperNet<B> {
         let bio = GroupNet::new(be, t, "hyper.bio", "biological", &mapping.biological, mapping, &encodings, o, c)?;
         let tech = GroupNet::new(be, t, "hyper.tech", "technical", &mapping.technical, mapping, &encodings, o, c)?;
         Ok(HyperNet { bio, tech, encodings })
+    }
+
+    /// The no-metadata baseline: W_bio and W_tech are free parameters (O, C) each, initialised like a Linear
+    /// (fan_in C).
+    pub fn free(be: &B, t: &mut ParamTable, o: usize, c: usize) -> Result<Self> {
+        let mut group = |g: &str| -> Result<GroupNet<B>> {
+            let i = t.add(format!("head.{g}.weight"), &[o, c], Init::Uniform { fan_in: c }, Group::Model);
+            Ok(GroupNet {
+                vars: vec![],
+                direct: vec![],
+                interact: vec![],
+                d_dir: 0,
+                d_int: 0,
+                interact_mlp: None,
+                interact_in: None,
+                interact_dy: None,
+                w: Some(be.alloc(o * c)?),
+                o,
+                c,
+                free: Some(i),
+            })
+        };
+        Ok(HyperNet { bio: group("bio")?, tech: group("tech")?, encodings: vec![] })
     }
 }
 
@@ -143,6 +171,7 @@ impl<B: Backend> GroupNet<B> {
             w: Some(be.alloc(o * c)?),
             o,
             c,
+            free: None,
         })
     }
 
@@ -157,6 +186,10 @@ impl<B: Backend> GroupNet<B> {
     /// W (O, C) from the metadata. Hypernetworks have no BatchNorm, so train and eval are the same computation.
     pub fn forward(&mut self, be: &B, p: &mut Params<B>) -> Result<&B::Buf> {
         let o = self.o;
+        if let Some(i) = self.free {
+            be.copy(&p.values[i], self.w.as_mut().expect("allocated"))?;
+            return Ok(self.w.as_ref().expect("allocated"));
+        }
         // Transform every variable once; each output stays in its MLP's cache until the next forward.
         for v in self.vars.iter_mut() {
             if let Some(m) = v.mlp.as_mut() {
@@ -196,6 +229,9 @@ impl<B: Backend> GroupNet<B> {
     /// Backward from dW (O, C); accumulates the hypernetwork's parameter gradients.
     pub fn backward(&mut self, be: &B, p: &mut Params<B>, dw: &B::Buf) -> Result<()> {
         let o = self.o;
+        if let Some(i) = self.free {
+            return be.axpy(1.0, dw, &mut p.grads[i]);
+        }
         for v in self.vars.iter_mut() {
             be.zero(v.d_out_buf.as_mut().expect("allocated"))?;
         }
@@ -234,5 +270,30 @@ impl<B: Backend> GroupNet<B> {
 
     pub fn input_width(&self, name: &str) -> Option<usize> {
         self.vars.iter().find(|v| v.name == name).map(|v| v.d_in)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+
+    #[test]
+    fn the_free_head_is_its_own_parameter_and_takes_the_gradient() {
+        let be = CpuBackend;
+        let (o, c) = (3, 2);
+        let mut t = ParamTable::default();
+        let mut h = HyperNet::<CpuBackend>::free(&be, &mut t, o, c).unwrap();
+        let names: Vec<&str> = t.specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["head.bio.weight", "head.tech.weight"]);
+        let host = t.init_host(1);
+        let mut p = Params::new(&be, t, &host).unwrap();
+        assert_eq!(h.bio.forward(&be, &mut p).unwrap(), &host[0]);
+        assert_eq!(h.tech.forward(&be, &mut p).unwrap(), &host[1]);
+        let dw: Vec<f32> = (0..o * c).map(|i| i as f32).collect();
+        h.bio.backward(&be, &mut p, &dw).unwrap();
+        h.bio.backward(&be, &mut p, &dw).unwrap();
+        assert_eq!(p.grads[0], dw.iter().map(|v| 2.0 * v).collect::<Vec<f32>>());
+        assert!(p.grads[1].iter().all(|&g| g == 0.0));
     }
 }

@@ -79,7 +79,11 @@ impl<B: Backend> Mfd<B> {
         let spec = TrunkSpec::new(mcfg);
         let c = spec.c;
         let trunk = Trunk::new(spec, &mut t);
-        let hyper = HyperNet::new(be, &mut t, mapping, table, c)?;
+        let hyper = if mcfg.metadata {
+            HyperNet::new(be, &mut t, mapping, table, c)?
+        } else {
+            HyperNet::free(be, &mut t, table.num_classes(), c)?
+        };
         let o = table.num_classes();
         let head_bias = t.add("head.bias", &[o], Init::Const(0.0), Group::Model);
         let (adv_bio, adv_tech) = if acfg.enabled {

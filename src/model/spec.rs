@@ -88,7 +88,15 @@ mod tests {
     #[test]
     fn dilations_and_macs() {
         assert_eq!((0..5).map(|l| dilation(l, 1.5)).collect::<Vec<_>>(), vec![2, 3, 4, 6, 10]);
-        let m = ModelConfig { c: 30, seq_len: 2176, crop: 8, tower_layers: 6, dilated_layers: 2, dilation_growth: 1.5 };
+        let m = ModelConfig {
+            c: 30,
+            seq_len: 2176,
+            crop: 8,
+            tower_layers: 6,
+            dilated_layers: 2,
+            dilation_growth: 1.5,
+            metadata: true,
+        };
         let s = TrunkSpec::new(&m);
         assert_eq!(s.l_tower, 17);
         // mfd-spec.md 2.5: 12,438,048 MACs per sequence at C = 30, T = 2176; C = 120: 108,616,912.
