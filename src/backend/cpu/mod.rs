@@ -8,6 +8,7 @@ mod batch_norm;
 mod conv;
 mod corr;
 mod elementwise;
+mod gemm;
 mod head;
 mod matmul;
 mod pool;
