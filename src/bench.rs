@@ -3,9 +3,10 @@
 //! - `data`: synthesize a preset, time `mfd prepare` on it (MB of genome per second), then window encoding
 //!   (windows per second at T = 2176, one thread and all threads).
 //! - `train`: training sequences per second of the full step (model loss forward + backward, AMSGrad, the
-//!   adversary step) at C = 30 and C = 120, B = 64, T = 2176, on the CPU backend.
+//!   adversary step) at C = 30 and C = 120 (B = 64, T = 2176) and at the embedded default's model (C = 30,
+//!   T = 384), on the CPU backend, with the per-op wall time of each (`backend::cpu::profile`).
 
-use crate::backend::cpu::CpuBackend;
+use crate::backend::cpu::{profile, CpuBackend};
 use crate::backend::{AdamConfig, Backend, NoReduce};
 use crate::config::Config;
 use crate::data::dataset::Dataset;
@@ -110,19 +111,19 @@ fn bench_train(args: &BenchArgs) -> Result<serde_json::Value> {
     let be = CpuBackend;
     let ds_dir = args.work.join("dataset-tiny");
     let mut rows = Vec::new();
-    println!("| C | T | B | seq/s | ms/step |\n|---|---|---|---|---|");
-    for c in [30usize, 120] {
-        let cfg = Config::load(
-            None,
-            &[
-                format!("model.c={c}"),
-                "model.seq_len=2176".into(),
-                "model.crop=8".into(),
-                "adversary.hidden=1024".into(),
-                "train.batch_size=64".into(),
-                format!("data.dataset={}", toml::Value::String(ds_dir.to_string_lossy().into_owned())),
-            ],
-        )?;
+    let mut breakdowns = Vec::new();
+    // The two paper shapes, then the embedded default's own model (configs/default.toml: C = 30, T = 384, crop 1,
+    // adversary hidden 256) at B = 64.
+    let paper = |c: usize| {
+        vec![format!("model.c={c}"), "model.seq_len=2176".into(), "model.crop=8".into(), "adversary.hidden=1024".into()]
+    };
+    let cases: [(&str, Vec<String>); 3] = [("C=30", paper(30)), ("C=120", paper(120)), ("default", vec![])];
+    println!("| case | C | T | B | seq/s | ms/step |\n|---|---|---|---|---|---|");
+    for (name, mut overrides) in cases {
+        overrides.push("train.batch_size=64".into());
+        overrides.push(format!("data.dataset={}", toml::Value::String(ds_dir.to_string_lossy().into_owned())));
+        let cfg = Config::load(None, &overrides)?;
+        let (c, seq_len) = (cfg.model.c, cfg.model.seq_len);
         crate::train::trainer::ensure_dataset(&cfg)?;
         let ds = Dataset::open(&ds_dir)?;
         let (mapping, table) = crate::train::trainer::load_metadata(&cfg, &ds)?;
@@ -131,10 +132,13 @@ fn bench_train(args: &BenchArgs) -> Result<serde_json::Value> {
         let mut opt_adv = AmsGrad::new(&be, &m.params, Group::Adversary, AdamConfig::default())?;
         let b = 64;
         let sampler = TrainSampler::new(&ds.split_indices(0), 1, 0, b, 0, 1, Augment::REFERENCE)?;
+        let host_secs = std::cell::Cell::new(0.0); // encode + label gather, outside the backend
         let mut step = |i: usize| -> Result<()> {
+            let t_host = Instant::now();
             let plan = sampler.batch(i % sampler.steps()).expect("in range");
-            let t = be.upload_bytes(&encode_batch(&ds, &plan, cfg.model.seq_len)?)?;
+            let t = be.upload_bytes(&encode_batch(&ds, &plan, seq_len)?)?;
             let l = be.upload_bytes(&gather_labels(&ds, &plan.indices)?)?;
+            host_secs.set(host_secs.get() + t_host.elapsed().as_secs_f64());
             m.params.zero_grads(&be, Group::Model)?;
             m.model_loss_backward(&be, &t, &l, b, 0.01, true, &mut NoReduce)?;
             opt.update(&be, &mut m.params)?;
@@ -143,14 +147,36 @@ fn bench_train(args: &BenchArgs) -> Result<serde_json::Value> {
             opt_adv.update(&be, &mut m.params)
         };
         step(0)?;
+        host_secs.set(0.0);
+        profile::take();
+        profile::set_enabled(true);
         let t0 = Instant::now();
         for i in 1..=args.steps {
             step(i)?;
         }
         let secs = t0.elapsed().as_secs_f64();
+        profile::set_enabled(false);
+        let ops = profile::take();
         let sps = (args.steps * b) as f64 / secs;
-        println!("| {c} | 2176 | {b} | {sps:.1} | {:.0} |", 1e3 * secs / args.steps as f64);
-        rows.push(json!({"c": c, "t": 2176, "b": b, "steps": args.steps, "seq_per_s": sps, "ms_per_step": 1e3 * secs / args.steps as f64}));
+        let ms = |s: f64| 1e3 * s / args.steps as f64;
+        println!("| {name} | {c} | {seq_len} | {b} | {sps:.1} | {:.0} |", ms(secs));
+        let mut table = format!("\nper-op breakdown, {name} (ms per step, share of the step):\n| op | calls/step | ms/step | % |\n|---|---|---|---|\n");
+        let mut op_rows = Vec::new();
+        let host_secs = host_secs.get();
+        let accounted: f64 = ops.iter().map(|o| o.1).sum::<f64>() + host_secs;
+        let all = ops.iter().map(|&(op, s, n)| (op, s, n)).chain([
+            ("host: encode + labels", host_secs, args.steps as u64),
+            ("other (model code)", secs - accounted, 0),
+        ]);
+        for (op, s, n) in all {
+            table += &format!("| {op} | {} | {:.1} | {:.1} |\n", n / args.steps as u64, ms(s), 100.0 * s / secs);
+            op_rows.push(json!({"op": op, "calls_per_step": n as f64 / args.steps as f64, "ms_per_step": ms(s)}));
+        }
+        breakdowns.push(table);
+        rows.push(json!({"case": name, "c": c, "t": seq_len, "b": b, "steps": args.steps, "seq_per_s": sps, "ms_per_step": ms(secs), "ops": op_rows}));
+    }
+    for t in breakdowns {
+        println!("{t}");
     }
     Ok(json!({"suite": "train", "backend": be.name(), "machine": machine(), "results": rows}))
 }

@@ -1,11 +1,18 @@
 //! Bias-free Conv1d with dilation and symmetric 'same' zero padding ((K - 1) d / 2 per side, K odd), forward and
-//! backward to dx and dW. Direct loops over shifted row segments (each tap is an axpy or a dot over contiguous
-//! memory, which the compiler vectorises); parallel over output rows (b, o), input rows (b, i) and weight rows o.
+//! backward to dx and dW, as GEMMs without im2col: tap kk of the kernel is the (C_out, C_in) matrix W[:, :, kk]
+//! (a strided view), and its input is x shifted along L (a view too), so y_b = sum_kk W_kk x_b[:, shifted] is K
+//! GEMMs per batch row, dx_b the same with W_kk^T, and dW_kk += dy_b x_b[:, shifted]^T (inner dimension L).
+//! Forward and dx are parallel over the batch; dW over a fixed number of batch groups whose partial sums are
+//! added in group order, so the result does not depend on the thread count.
 
 use rayon::prelude::*;
 
-use super::real::{dot, Real};
+use super::gemm::{gemm, View};
+use super::real::Real;
 use crate::backend::shapes::Conv1dShape;
+
+/// Batch groups of the dW reduction (fixed: the summation order must not depend on the machine).
+const DW_GROUPS: usize = 8;
 
 /// For tap kk: the input offset `off` (input position = output position + off) and the output range [lo, hi)
 /// whose input position lies inside [0, l).
@@ -16,66 +23,82 @@ fn tap(s: &Conv1dShape, kk: usize) -> (isize, usize, usize) {
     (off, lo.min(hi), hi)
 }
 
+/// Taps in computing order: the centre tap (offset 0, the full range, so it can overwrite) first.
+fn taps(s: &Conv1dShape) -> impl Iterator<Item = usize> {
+    let centre = (s.k - 1) / 2;
+    std::iter::once(centre).chain((0..s.k).filter(move |&kk| kk != centre))
+}
+
+/// W[:, :, kk] as a (C_out, C_in) view of w (C_out, C_in, K).
+fn w_tap(s: &Conv1dShape, kk: usize) -> View {
+    View { off: kk, rows: s.c_out, cols: s.c_in, rs: s.c_in * s.k, cs: s.k }
+}
+
 /// y (B, C_out, L) = conv(x (B, C_in, L), w (C_out, C_in, K)).
 pub fn conv1d_fwd<T: Real>(s: Conv1dShape, x: &[T], w: &[T], y: &mut [T]) {
-    let (l, k) = (s.l, s.k);
-    y.par_chunks_mut(l).enumerate().for_each(|(row, yrow)| {
-        let (b, o) = (row / s.c_out, row % s.c_out);
-        yrow.fill(T::ZERO);
-        for i in 0..s.c_in {
-            let xrow = &x[(b * s.c_in + i) * l..(b * s.c_in + i + 1) * l];
-            let wrow = &w[(o * s.c_in + i) * k..(o * s.c_in + i + 1) * k];
-            for (kk, &wv) in wrow.iter().enumerate() {
-                let (off, lo, hi) = tap(&s, kk);
-                if lo >= hi {
-                    continue; // the tap lies wholly in the padding (dilation >= L)
-                }
-                let src = &xrow[(lo as isize + off) as usize..(hi as isize + off) as usize];
-                for (yv, &xv) in yrow[lo..hi].iter_mut().zip(src) {
-                    *yv += wv * xv;
-                }
+    let l = s.l;
+    if s.y_len() == 0 {
+        return;
+    }
+    y.par_chunks_mut(s.c_out * l).enumerate().for_each(|(b, yb)| {
+        for (n, kk) in taps(&s).enumerate() {
+            let (off, lo, hi) = tap(&s, kk);
+            if lo >= hi {
+                continue; // the tap lies wholly in the padding (dilation >= L)
             }
+            // y_b[:, lo..hi] (+)= W_kk (C_out, C_in) x_b[:, lo+off .. hi+off] (C_in, hi - lo)
+            let xv = View::rm(b * s.c_in * l + (lo as isize + off) as usize, s.c_in, hi - lo, l);
+            let beta = if n == 0 { T::ZERO } else { T::ONE };
+            gemm(T::ONE, w, w_tap(&s, kk), x, xv, beta, yb, View::rm(lo, s.c_out, hi - lo, l));
         }
     });
 }
 
 /// dx (B, C_in, L) = conv^T(dy) (written); dw (C_out, C_in, K) += sum_{b, l} dy[b, o, l] x[b, i, l + off(kk)].
 pub fn conv1d_bwd<T: Real>(s: Conv1dShape, x: &[T], w: &[T], dy: &[T], dx: &mut [T], dw: &mut [T]) {
-    let (l, k) = (s.l, s.k);
-    dx.par_chunks_mut(l).enumerate().for_each(|(row, dxrow)| {
-        let (b, i) = (row / s.c_in, row % s.c_in);
-        dxrow.fill(T::ZERO);
-        for o in 0..s.c_out {
-            let grow = &dy[(b * s.c_out + o) * l..(b * s.c_out + o + 1) * l];
-            let wrow = &w[(o * s.c_in + i) * k..(o * s.c_in + i + 1) * k];
-            for (kk, &wv) in wrow.iter().enumerate() {
-                let (off, lo, hi) = tap(&s, kk);
-                if lo >= hi {
-                    continue; // the tap lies wholly in the padding (dilation >= L)
-                }
-                let dst = &mut dxrow[(lo as isize + off) as usize..(hi as isize + off) as usize];
-                for (d, &g) in dst.iter_mut().zip(&grow[lo..hi]) {
-                    *d += wv * g;
-                }
+    let l = s.l;
+    if s.x_len() == 0 || s.y_len() == 0 {
+        dx.fill(T::ZERO);
+        return;
+    }
+    dx.par_chunks_mut(s.c_in * l).enumerate().for_each(|(b, dxb)| {
+        for (n, kk) in taps(&s).enumerate() {
+            let (off, lo, hi) = tap(&s, kk);
+            if lo >= hi {
+                continue; // the tap lies wholly in the padding (dilation >= L)
             }
+            // dx_b[:, lo+off .. hi+off] (+)= W_kk^T (C_in, C_out) dy_b[:, lo..hi] (C_out, hi - lo)
+            let gv = View::rm(b * s.c_out * l + lo, s.c_out, hi - lo, l);
+            let beta = if n == 0 { T::ZERO } else { T::ONE };
+            let dst = View::rm((lo as isize + off) as usize, s.c_in, hi - lo, l);
+            gemm(T::ONE, w, w_tap(&s, kk).t(), dy, gv, beta, dxb, dst);
         }
     });
-    dw.par_chunks_mut(s.c_in * k).enumerate().for_each(|(o, dwo)| {
-        for b in 0..s.b {
-            let grow = &dy[(b * s.c_out + o) * l..(b * s.c_out + o + 1) * l];
-            for i in 0..s.c_in {
-                let xrow = &x[(b * s.c_in + i) * l..(b * s.c_in + i + 1) * l];
-                for kk in 0..k {
+    let per = s.b.div_ceil(DW_GROUPS);
+    let parts: Vec<Vec<T>> = (0..s.b.div_ceil(per))
+        .into_par_iter()
+        .map(|g| {
+            let mut part = vec![T::ZERO; s.weight_len()];
+            for b in g * per..((g + 1) * per).min(s.b) {
+                for kk in 0..s.k {
                     let (off, lo, hi) = tap(&s, kk);
                     if lo >= hi {
-                        continue; // the tap lies wholly in the padding (dilation >= L)
+                        continue;
                     }
-                    let src = &xrow[(lo as isize + off) as usize..(hi as isize + off) as usize];
-                    dwo[i * k + kk] += dot(&grow[lo..hi], src);
+                    // dW_kk (C_out, C_in) += dy_b[:, lo..hi] (C_out, L') x_b[:, lo+off .. hi+off]^T (L', C_in)
+                    let gv = View::rm(b * s.c_out * l + lo, s.c_out, hi - lo, l);
+                    let xv = View::rm(b * s.c_in * l + (lo as isize + off) as usize, s.c_in, hi - lo, l);
+                    gemm(T::ONE, dy, gv, x, xv.t(), T::ONE, &mut part, w_tap(&s, kk));
                 }
             }
+            part
+        })
+        .collect();
+    for part in &parts {
+        for (d, &p) in dw.iter_mut().zip(part) {
+            *d += p;
         }
-    });
+    }
 }
 
 #[cfg(test)]

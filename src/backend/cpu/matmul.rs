@@ -1,53 +1,20 @@
 //! Dense matrix product (sgemm-style, row-major, optional transposes) and the linear layer built on it:
-//! y = x W^T + b, dx = dy W, dW += dy^T x, db += column sums of dy. Rows of C in parallel; within a row, the
-//! non-transposed-B case is a sequence of contiguous axpys and the transposed-B case a sequence of dots.
+//! y = x W^T + b, dx = dy W, dW += dy^T x, db += column sums of dy. The product is `gemm::par_gemm` (transposes
+//! are strided views, no copies).
 
 use rayon::prelude::*;
 
-use super::real::{dot, Real};
+use super::gemm::{par_gemm, View};
+use super::real::Real;
 use crate::backend::shapes::{LinearShape, MatmulShape};
 
 /// c (m, n) = alpha op(a) op(b) + beta c. a is (m, k) or, transposed, (k, m); b is (k, n) or, transposed, (n, k).
 /// beta = 0 overwrites c (old contents, even NaN, are ignored, as BLAS does).
 pub fn matmul<T: Real>(s: MatmulShape, a: &[T], trans_a: bool, b: &[T], trans_b: bool, alpha: T, beta: T, c: &mut [T]) {
     let (m, n, k) = (s.m, s.n, s.k);
-    if n == 0 {
-        return;
-    }
-    c.par_chunks_mut(n).enumerate().for_each_init(
-        || (vec![T::ZERO; k], vec![T::ZERO; n]),
-        |(arow, acc), (i, crow)| {
-            // Row i of op(a), contiguous.
-            if trans_a {
-                for (p, v) in arow.iter_mut().enumerate() {
-                    *v = a[p * m + i];
-                }
-            } else {
-                arow.copy_from_slice(&a[i * k..(i + 1) * k]);
-            }
-            if trans_b {
-                for (j, v) in acc.iter_mut().enumerate() {
-                    *v = dot(arow, &b[j * k..(j + 1) * k]);
-                }
-            } else {
-                acc.fill(T::ZERO);
-                for (p, &av) in arow.iter().enumerate() {
-                    for (v, &bv) in acc.iter_mut().zip(&b[p * n..(p + 1) * n]) {
-                        *v += av * bv;
-                    }
-                }
-            }
-            if beta == T::ZERO {
-                for (cv, &v) in crow.iter_mut().zip(acc.iter()) {
-                    *cv = alpha * v;
-                }
-            } else {
-                for (cv, &v) in crow.iter_mut().zip(acc.iter()) {
-                    *cv = alpha * v + beta * *cv;
-                }
-            }
-        },
-    );
+    let av = if trans_a { View::rm(0, k, m, m).t() } else { View::rm(0, m, k, k) };
+    let bv = if trans_b { View::rm(0, n, k, k).t() } else { View::rm(0, k, n, n) };
+    par_gemm(alpha, a, av, b, bv, beta, c, View::rm(0, m, n, n));
 }
 
 /// y (N, out) = x (N, in) w^T + bias.

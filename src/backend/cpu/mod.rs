@@ -8,9 +8,11 @@ mod batch_norm;
 mod conv;
 mod corr;
 mod elementwise;
+mod gemm;
 mod head;
 mod matmul;
 mod pool;
+pub mod profile;
 mod r2;
 mod real;
 mod standardize;
@@ -85,7 +87,7 @@ impl Backend for CpuBackend {
     }
 
     fn fill(&self, buf: &mut Vec<f32>, value: f32) -> Result<()> {
-        elementwise::fill(buf, value);
+        profile::timed("fill", || elementwise::fill(buf, value));
         Ok(())
     }
     fn copy(&self, src: &Vec<f32>, dst: &mut Vec<f32>) -> Result<()> {
@@ -94,39 +96,39 @@ impl Backend for CpuBackend {
         Ok(())
     }
     fn scale(&self, alpha: f32, x: &mut Vec<f32>) -> Result<()> {
-        elementwise::scale(alpha, x);
+        profile::timed("scale", || elementwise::scale(alpha, x));
         Ok(())
     }
     fn axpy(&self, alpha: f32, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
         check("axpy", "y", y.len(), x.len())?;
-        elementwise::axpy(alpha, x, y);
+        profile::timed("axpy", || elementwise::axpy(alpha, x, y));
         Ok(())
     }
     fn add(&self, a: &Vec<f32>, b: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
         check("add", "b", b.len(), a.len())?;
         check("add", "out", out.len(), a.len())?;
-        elementwise::add(a, b, out);
+        profile::timed("add", || elementwise::add(a, b, out));
         Ok(())
     }
     fn channel_copy(&self, s: ChannelCopy, src: &Vec<f32>, dst: &mut Vec<f32>, accumulate: bool) -> Result<()> {
         s.validate()?;
         check("channel_copy", "src", src.len(), s.src_len())?;
         check("channel_copy", "dst", dst.len(), s.dst_len())?;
-        elementwise::channel_copy(s, src, dst, accumulate);
+        profile::timed("channel_copy", || elementwise::channel_copy(s, src, dst, accumulate));
         Ok(())
     }
     fn crop_fwd(&self, s: CropShape, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
         s.validate()?;
         check("crop", "x", x.len(), s.x_len())?;
         check("crop", "y", y.len(), s.y_len())?;
-        elementwise::crop_fwd(s, x, y);
+        profile::timed("crop_fwd", || elementwise::crop_fwd(s, x, y));
         Ok(())
     }
     fn crop_bwd(&self, s: CropShape, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
         s.validate()?;
         check("crop_bwd", "dy", dy.len(), s.y_len())?;
         check("crop_bwd", "dx", dx.len(), s.x_len())?;
-        elementwise::crop_bwd(s, dy, dx);
+        profile::timed("crop_bwd", || elementwise::crop_bwd(s, dy, dx));
         Ok(())
     }
 
@@ -143,7 +145,7 @@ impl Backend for CpuBackend {
         check("stem_conv", "w", w.len(), s.weight_len())?;
         check("stem_conv", "bias", bias.len(), s.c_out)?;
         check("stem_conv", "y", y.len(), s.out_len())?;
-        stem::stem_fwd(s, tokens, w, bias, y);
+        profile::timed("stem_fwd", || stem::stem_fwd(s, tokens, w, bias, y));
         Ok(())
     }
     fn stem_conv_bwd(
@@ -159,7 +161,7 @@ impl Backend for CpuBackend {
         check("stem_conv_bwd", "dy", dy.len(), s.out_len())?;
         check("stem_conv_bwd", "dw", dw.len(), s.weight_len())?;
         check("stem_conv_bwd", "dbias", dbias.len(), s.c_out)?;
-        stem::stem_bwd(s, tokens, dy, dw, dbias);
+        profile::timed("stem_bwd", || stem::stem_bwd(s, tokens, dy, dw, dbias));
         Ok(())
     }
     fn conv1d_fwd(&self, s: Conv1dShape, x: &Vec<f32>, w: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
@@ -167,7 +169,7 @@ impl Backend for CpuBackend {
         check("conv1d", "x", x.len(), s.x_len())?;
         check("conv1d", "w", w.len(), s.weight_len())?;
         check("conv1d", "y", y.len(), s.y_len())?;
-        conv::conv1d_fwd(s, x, w, y);
+        profile::timed(conv_name(s, true), || conv::conv1d_fwd(s, x, w, y));
         Ok(())
     }
     fn conv1d_bwd(
@@ -185,7 +187,7 @@ impl Backend for CpuBackend {
         check("conv1d_bwd", "dy", dy.len(), s.y_len())?;
         check("conv1d_bwd", "dx", dx.len(), s.x_len())?;
         check("conv1d_bwd", "dw", dw.len(), s.weight_len())?;
-        conv::conv1d_bwd(s, x, w, dy, dx, dw);
+        profile::timed(conv_name(s, false), || conv::conv1d_bwd(s, x, w, dy, dx, dw));
         Ok(())
     }
 
@@ -215,7 +217,9 @@ impl Backend for CpuBackend {
         ] {
             check(OP, name, len, s.c)?;
         }
-        batch_norm::bn_train_fwd(s, x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y, red)
+        profile::timed("bn_train_fwd", || {
+            batch_norm::bn_train_fwd(s, x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y, red)
+        })
     }
     fn batch_norm_eval_fwd(
         &self,
@@ -238,7 +242,7 @@ impl Backend for CpuBackend {
         ] {
             check(OP, name, len, s.c)?;
         }
-        batch_norm::bn_eval_fwd(s, x, gamma, beta, running_mean, running_var, y);
+        profile::timed("bn_eval_fwd", || batch_norm::bn_eval_fwd(s, x, gamma, beta, running_mean, running_var, y));
         Ok(())
     }
     fn batch_norm_bwd(
@@ -267,25 +271,25 @@ impl Backend for CpuBackend {
         ] {
             check(OP, name, len, s.c)?;
         }
-        batch_norm::bn_bwd(s, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, red)
+        profile::timed("bn_bwd", || batch_norm::bn_bwd(s, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, red))
     }
 
     fn activation_fwd(&self, act: Activation, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
         check("activation", "y", y.len(), x.len())?;
-        activation::activation_fwd(act, x, y);
+        profile::timed(act_name(act, true), || activation::activation_fwd(act, x, y));
         Ok(())
     }
     fn activation_bwd(&self, act: Activation, x: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
         check("activation_bwd", "dy", dy.len(), x.len())?;
         check("activation_bwd", "dx", dx.len(), x.len())?;
-        activation::activation_bwd(act, x, dy, dx);
+        profile::timed(act_name(act, false), || activation::activation_bwd(act, x, dy, dx));
         Ok(())
     }
     fn max_pool_fwd(&self, s: PoolShape, x: &Vec<f32>, y: &mut Vec<f32>, argmax: &mut Vec<u8>) -> Result<()> {
         check("max_pool", "x", x.len(), s.x_len())?;
         check("max_pool", "y", y.len(), s.y_len())?;
         check("max_pool", "argmax", argmax.len(), s.y_len())?;
-        pool::max_pool_fwd(s, x, y, argmax);
+        profile::timed("max_pool_fwd", || pool::max_pool_fwd(s, x, y, argmax));
         Ok(())
     }
     fn max_pool_bwd(&self, s: PoolShape, dy: &Vec<f32>, argmax: &Vec<u8>, dx: &mut Vec<f32>) -> Result<()> {
@@ -298,7 +302,7 @@ impl Backend for CpuBackend {
                 msg: format!("argmax[{i}] = {} is not 0 or 1", argmax[i]),
             });
         }
-        pool::max_pool_bwd(s, dy, argmax, dx);
+        profile::timed("max_pool_bwd", || pool::max_pool_bwd(s, dy, argmax, dx));
         Ok(())
     }
 
@@ -316,7 +320,7 @@ impl Backend for CpuBackend {
         check("matmul", "a", a.len(), s.m * s.k)?;
         check("matmul", "b", b.len(), s.k * s.n)?;
         check("matmul", "c", c.len(), s.m * s.n)?;
-        matmul::matmul(s, a, trans_a, b, trans_b, alpha, beta, c);
+        profile::timed("matmul", || matmul::matmul(s, a, trans_a, b, trans_b, alpha, beta, c));
         Ok(())
     }
     fn linear_fwd(
@@ -333,7 +337,7 @@ impl Backend for CpuBackend {
         if let Some(b) = bias {
             check("linear", "bias", b.len(), s.d_out)?;
         }
-        matmul::linear_fwd(s, x, w, bias.map(|b| b.as_slice()), y);
+        profile::timed("linear_fwd", || matmul::linear_fwd(s, x, w, bias.map(|b| b.as_slice()), y));
         Ok(())
     }
     fn linear_bwd(
@@ -356,7 +360,9 @@ impl Backend for CpuBackend {
         if let Some(db) = &dbias {
             check("linear_bwd", "dbias", db.len(), s.d_out)?;
         }
-        matmul::linear_bwd(s, x, w, dy, dx.map(|d| d.as_mut_slice()), dw, dbias.map(|d| d.as_mut_slice()));
+        profile::timed("linear_bwd", || {
+            matmul::linear_bwd(s, x, w, dy, dx.map(|d| d.as_mut_slice()), dw, dbias.map(|d| d.as_mut_slice()))
+        });
         Ok(())
     }
 
@@ -373,7 +379,8 @@ impl Backend for CpuBackend {
         check_head(s, "head_bce", features, w_tech, w_bio, bias)?;
         check("head_bce", "labels", labels.len(), s.labels_len())?;
         check("head_bce", "probs", probs.len(), s.out_len())?;
-        Ok(head::head_bce_fwd(s, features, w_tech, w_bio, bias, labels, probs) as f32)
+        Ok(profile::timed("head_bce_fwd", || head::head_bce_fwd(s, features, w_tech, w_bio, bias, labels, probs))
+            as f32)
     }
     fn head_bce_bwd(
         &self,
@@ -397,7 +404,9 @@ impl Backend for CpuBackend {
         check(OP, "d_features", d_features.len(), s.features_len())?;
         check(OP, "dw_tech", dw_tech.len(), s.weight_len())?;
         check(OP, "dw_bio", dw_bio.len(), s.weight_len())?;
-        head::head_bce_bwd(s, features, w_tech, w_bio, probs, labels, dz, d_features, dw_tech, dw_bio, dbias);
+        profile::timed("head_bce_bwd", || {
+            head::head_bce_bwd(s, features, w_tech, w_bio, probs, labels, dz, d_features, dw_tech, dw_bio, dbias)
+        });
         Ok(())
     }
     fn head_logits(
@@ -415,7 +424,9 @@ impl Backend for CpuBackend {
         for (name, len) in [("logit_tech", logit_tech.len()), ("logit_bio", logit_bio.len()), ("probs", probs.len())] {
             check("head_logits", name, len, s.out_len())?;
         }
-        head::head_logits(s, features, w_tech, w_bio, bias, logit_tech, logit_bio, probs);
+        profile::timed("head_logits", || {
+            head::head_logits(s, features, w_tech, w_bio, bias, logit_tech, logit_bio, probs)
+        });
         Ok(())
     }
 
@@ -432,7 +443,7 @@ impl Backend for CpuBackend {
         check("corr_norm", "b", b.len(), s.n * s.c_b)?;
         check("corr_norm", "r", r.len(), s.r_len())?;
         check("corr_norm", "stats", stats.len(), s.stats_len())?;
-        Ok(corr::corr_norm_fwd(s, a, b, r, stats, red)? as f32)
+        Ok(profile::timed("corr_norm_fwd", || corr::corr_norm_fwd(s, a, b, r, stats, red))? as f32)
     }
     fn corr_norm_bwd(
         &self,
@@ -453,7 +464,7 @@ impl Backend for CpuBackend {
         check(OP, "db", db.len(), s.n * s.c_b)?;
         check(OP, "r", r.len(), s.r_len())?;
         check(OP, "stats", stats.len(), s.stats_len())?;
-        corr::corr_norm_bwd(s, a, b, r, stats, dvalue as f64, da, db, red)
+        profile::timed("corr_norm_bwd", || corr::corr_norm_bwd(s, a, b, r, stats, dvalue as f64, da, db, red))
     }
     fn r2_score_fwd(
         &self,
@@ -466,7 +477,7 @@ impl Backend for CpuBackend {
         check("r2_score", "pred", pred.len(), s.x_len())?;
         check("r2_score", "target", target.len(), s.x_len())?;
         check("r2_score", "stats", stats.len(), s.stats_len())?;
-        Ok(r2::r2_score_fwd(s, pred, target, stats, red)? as f32)
+        Ok(profile::timed("r2_score_fwd", || r2::r2_score_fwd(s, pred, target, stats, red))? as f32)
     }
     fn r2_score_bwd(
         &self,
@@ -485,7 +496,7 @@ impl Backend for CpuBackend {
             check("r2_score_bwd", name, len, s.x_len())?;
         }
         check("r2_score_bwd", "stats", stats.len(), s.stats_len())?;
-        r2::r2_score_bwd(s, pred, target, stats, dscore as f64, dpred, dtarget, red)
+        profile::timed("r2_score_bwd", || r2::r2_score_bwd(s, pred, target, stats, dscore as f64, dpred, dtarget, red))
     }
 
     fn amsgrad_step(
@@ -504,8 +515,31 @@ impl Backend for CpuBackend {
         for (name, len) in [("grad", grad.len()), ("m", m.len()), ("v", v.len()), ("vmax", vmax.len())] {
             check("amsgrad_step", name, len, param.len())?;
         }
-        adam::amsgrad_step(cfg, step, param, grad, m, v, vmax);
+        profile::timed("amsgrad_step", || adam::amsgrad_step(cfg, step, param, grad, m, v, vmax));
         Ok(())
+    }
+}
+
+/// Profile name of a conv call: the kernel size tells the layer kind (15 stem-side, 5 tower, 3 dilated, 1 pointwise).
+fn conv_name(s: Conv1dShape, fwd: bool) -> &'static str {
+    match (s.k, fwd) {
+        (1, true) => "conv1d_fwd k1",
+        (1, false) => "conv1d_bwd k1",
+        (3, true) => "conv1d_fwd k3",
+        (3, false) => "conv1d_bwd k3",
+        (5, true) => "conv1d_fwd k5",
+        (5, false) => "conv1d_bwd k5",
+        (_, true) => "conv1d_fwd k other",
+        (_, false) => "conv1d_bwd k other",
+    }
+}
+
+fn act_name(act: Activation, fwd: bool) -> &'static str {
+    match (act, fwd) {
+        (Activation::Gelu, true) => "gelu_fwd",
+        (Activation::Gelu, false) => "gelu_bwd",
+        (_, true) => "relu_fwd",
+        (_, false) => "relu_bwd",
     }
 }
 
