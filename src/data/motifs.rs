@@ -118,7 +118,7 @@ pub fn parse_jaspar(text: &str, source: &Path) -> Result<Vec<Motif>> {
             return Err(MfdError::input(source, Some(lineno), None, "matrix row before any '>' header"));
         }
         let expect = ['A', 'C', 'G', 'T'][rows.len().min(3)];
-        let base = line.chars().next().unwrap();
+        let base = line.chars().next().unwrap_or(' '); // non-empty: blank lines were skipped
         if rows.len() >= 4 || base != expect {
             return Err(MfdError::input(
                 source,

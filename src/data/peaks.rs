@@ -357,7 +357,7 @@ pub fn label_contig(
         }
         for i in 0..n {
             let row = &rows[i * row_bytes..(i + 1) * row_bytes];
-            pos[i] = row.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap()).count_ones()).sum();
+            pos[i] = row.iter().map(|b| b.count_ones()).sum();
             let t = t0 + i as u64;
             keep[i] = if rule.min_positive == 0 {
                 has_base[(t / 64) as usize] >> (t % 64) & 1 == 1
