@@ -120,8 +120,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     if let Some(truth) = crate::train::report::truth_dir(&ds) {
         let d = crate::train::report::disentanglement(&ds, &truth, &res, cfg.model.c)?;
         println!(
-            "probe R2 (bio / tech): motifs {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}; oracle AUROC {:.4}",
-            d.motif_r2_bio, d.motif_r2_tech, d.gc_r2_bio, d.gc_r2_tech, d.kmer_r2_bio, d.kmer_r2_tech, d.oracle_auroc
+            "probe R2 (bio / tech): programs {:.3} / {:.3}, motifs {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}; oracle AUROC {:.4}",
+            d.program_r2_bio, d.program_r2_tech, d.motif_r2_bio, d.motif_r2_tech, d.gc_r2_bio, d.gc_r2_tech, d.kmer_r2_bio, d.kmer_r2_tech, d.oracle_auroc
         );
     }
     eprintln!("mfd: wrote {}/eval_{}.tsv", out.display(), args.split);

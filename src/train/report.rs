@@ -17,9 +17,18 @@ use std::path::{Path, PathBuf};
 /// Truth-based disentanglement numbers on the evaluated tiles.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Disentanglement {
-    /// Mean held-out R^2 over planted-motif count columns (those with any variance), per feature half.
+    /// Mean held-out R^2 over the counts of the label-relevant planted motifs (weight > 0 in some tissue
+    /// program, params.json `w`), per feature half. Decoy motifs never move a label, so a model has no reason
+    /// to encode them; they are reported apart (`motif_all_*`).
     pub motif_r2_bio: f64,
     pub motif_r2_tech: f64,
+    /// Mean R^2 over every planted motif's count, decoys included.
+    pub motif_all_r2_bio: f64,
+    pub motif_all_r2_tech: f64,
+    /// Mean R^2 over tissues of the program score sum_m w[t, m] * count_m (the biological signal before the
+    /// assay scale): what the biological features should carry.
+    pub program_r2_bio: f64,
+    pub program_r2_tech: f64,
     /// R^2 to the GC fraction.
     pub gc_r2_bio: f64,
     pub gc_r2_tech: f64,
@@ -88,7 +97,10 @@ pub fn disentanglement(ds: &Dataset, truth: &Path, res: &EvalResult, c: usize) -
     let column = |j: usize| -> Vec<f64> { rows.iter().map(|&r| f[r * nf + j] as f64).collect() };
     let alpha = 1e-3;
     let mut d = Disentanglement { tiles: n, ..Default::default() };
-    let (mut m_bio, mut m_tech, mut k_bio, mut k_tech) = (vec![], vec![], vec![], vec![]);
+    let relevant = relevant_motifs(&params);
+    let (mut m_bio, mut m_tech, mut a_bio, mut a_tech, mut k_bio, mut k_tech) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut motif_cols: Vec<(String, usize)> = Vec::new();
     for (j, name) in columns.iter().enumerate() {
         let y = column(j);
         let (rb, rt) = (probe_r2(&bio, c, &y, alpha), probe_r2(&tech, c, &y, alpha));
@@ -98,17 +110,64 @@ pub fn disentanglement(ds: &Dataset, truth: &Path, res: &EvalResult, c: usize) -
         } else if name.starts_with("kmer") {
             k_bio.push(rb);
             k_tech.push(rt);
-        } else if name.starts_with("motif") {
-            m_bio.push(rb);
-            m_tech.push(rt);
+        } else if let Some(id) = name.strip_prefix("motif:").and_then(|r| r.split(':').next()) {
+            a_bio.push(rb);
+            a_tech.push(rt);
+            if relevant.iter().any(|(m, _)| m == id) {
+                m_bio.push(rb);
+                m_tech.push(rt);
+            }
+            motif_cols.push((id.to_string(), j));
         }
     }
     d.motif_r2_bio = nan_mean(&m_bio);
     d.motif_r2_tech = nan_mean(&m_tech);
+    d.motif_all_r2_bio = nan_mean(&a_bio);
+    d.motif_all_r2_tech = nan_mean(&a_tech);
     d.kmer_r2_bio = nan_mean(&k_bio);
     d.kmer_r2_tech = nan_mean(&k_tech);
+    // Program scores: one per tissue, from the motif columns and params.json `w` (tissues x motifs).
+    let (mut p_bio, mut p_tech) = (vec![], vec![]);
+    let tissues = params["w"].as_array().map(|a| a.len()).unwrap_or(0);
+    for t in 0..tissues {
+        let mut y = vec![0f64; n];
+        for (id, j) in &motif_cols {
+            let w = relevant.iter().find(|(m, _)| m == id).map(|(_, w)| w[t]).unwrap_or(0.0);
+            if w != 0.0 {
+                for (yi, &r) in y.iter_mut().zip(&rows) {
+                    *yi += w * f[r * nf + j] as f64;
+                }
+            }
+        }
+        p_bio.push(probe_r2(&bio, c, &y, alpha));
+        p_tech.push(probe_r2(&tech, c, &y, alpha));
+    }
+    d.program_r2_bio = nan_mean(&p_bio);
+    d.program_r2_tech = nan_mean(&p_tech);
     d.oracle_auroc = oracle_auroc(truth, &rows, res)?;
     Ok(d)
+}
+
+/// Label-relevant motifs of the truth: (motif id, its weight in each tissue program) for every motif whose
+/// weight is > 0 in some tissue (params.json `motifs` gives the column order of `w`).
+fn relevant_motifs(params: &Value) -> Vec<(String, Vec<f64>)> {
+    let ids: Vec<&str> =
+        params["motifs"].as_array().map(|a| a.iter().filter_map(|m| m["id"].as_str()).collect()).unwrap_or_default();
+    let w: Vec<Vec<f64>> = params["w"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| r.as_array().map(|v| v.iter().filter_map(Value::as_f64).collect()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.iter()
+        .enumerate()
+        .filter_map(|(j, id)| {
+            let col: Vec<f64> = w.iter().map(|r| r.get(j).copied().unwrap_or(0.0)).collect();
+            col.iter().any(|&v| v > 0.0).then(|| (id.to_string(), col))
+        })
+        .collect()
 }
 
 /// Macro AUROC of the truth's noise-free probabilities against the evaluated labels (NaN without p.bin).
@@ -233,11 +292,23 @@ pub fn write_report(out: &Path, cfg: &Config, ds: &Dataset, test: &EvalResult) -
             let _ = write!(
                 h,
                 "<table><tr><th></th><th>biological features</th><th>technical features</th></tr>\
-                 <tr><td>probe R&sup2; to planted motif counts (mean)</td><td>{:.3}</td><td>{:.3}</td></tr>\
+                 <tr><td>probe R&sup2; to tissue program scores (mean over tissues)</td><td>{:.3}</td><td>{:.3}</td></tr>\
+                 <tr><td>probe R&sup2; to label-relevant motif counts (mean)</td><td>{:.3}</td><td>{:.3}</td></tr>\
+                 <tr><td>probe R&sup2; to all planted motif counts, decoys included (mean)</td><td>{:.3}</td><td>{:.3}</td></tr>\
                  <tr><td>probe R&sup2; to GC</td><td>{:.3}</td><td>{:.3}</td></tr>\
                  <tr><td>probe R&sup2; to technical k-mers (mean)</td><td>{:.3}</td><td>{:.3}</td></tr></table>\
                  <p>Oracle macro AUROC (noise-free generator probabilities, same tiles): {:.4}; model / oracle = {:.3}.</p>",
-                d.motif_r2_bio, d.motif_r2_tech, d.gc_r2_bio, d.gc_r2_tech, d.kmer_r2_bio, d.kmer_r2_tech, d.oracle_auroc,
+                d.program_r2_bio,
+                d.program_r2_tech,
+                d.motif_r2_bio,
+                d.motif_r2_tech,
+                d.motif_all_r2_bio,
+                d.motif_all_r2_tech,
+                d.gc_r2_bio,
+                d.gc_r2_tech,
+                d.kmer_r2_bio,
+                d.kmer_r2_tech,
+                d.oracle_auroc,
                 test.macro_auroc / d.oracle_auroc
             );
         }
@@ -245,4 +316,20 @@ pub fn write_report(out: &Path, cfg: &Config, ds: &Dataset, test: &EvalResult) -
     }
     h.push_str("</body></html>\n");
     write_atomic(out.join("report.html"), h.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relevant_motifs_are_those_with_a_positive_program_weight() {
+        let params = json!({
+            "motifs": [{"id": "M1"}, {"id": "DECOY"}, {"id": "M2"}],
+            "w": [[2.5, 0.0, 0.0], [0.0, 0.0, 1.5]],
+        });
+        let r = relevant_motifs(&params);
+        assert_eq!(r, vec![("M1".to_string(), vec![2.5, 0.0]), ("M2".to_string(), vec![0.0, 1.5])]);
+        assert!(relevant_motifs(&json!({})).is_empty());
+    }
 }
