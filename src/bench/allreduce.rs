@@ -54,7 +54,7 @@ pub fn bench_allreduce(comm: &dyn Comm, quick: bool) -> Result<Section> {
         let secs = times.iter().copied().fold(0.0, f64::max);
         let algbw = bytes as f64 / secs / 1e9;
         let busbw = algbw * factor;
-        md += &format!("| {bytes} | {reps} | {:.1} | {algbw:.3} | {busbw:.3} |\n", 1e6 * secs);
+        md += &format!("| {bytes} | {reps} | {:.3} | {algbw:.3} | {busbw:.3} |\n", 1e6 * secs);
         rows.push(
             json!({"bytes": bytes, "reps": reps, "time_us": 1e6 * secs, "algbw_gb_s": algbw, "busbw_gb_s": busbw}),
         );

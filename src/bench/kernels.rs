@@ -136,12 +136,11 @@ fn rand_bytes<B: Backend>(be: &B, rng: &mut Rng, n: usize, below: u64) -> Result
     be.upload_bytes(&(0..n).map(|_| rng.below(below) as u8).collect::<Vec<_>>())
 }
 
+/// (kind, shape, bytes, flops, (best s, mean s, reps)) of one timed call.
+type Timed = (String, String, f64, f64, (f64, f64, usize));
+
 /// Time the forward and backward of kernel `k`: rows (kind, shape, bytes, flops, best, mean, reps).
-fn time_kernel<B: Backend>(
-    be: &B,
-    k: Kernel,
-    quick: bool,
-) -> Result<Vec<(String, String, f64, f64, (f64, f64, usize))>> {
+fn time_kernel<B: Backend>(be: &B, k: Kernel, quick: bool) -> Result<Vec<Timed>> {
     let mut rng = Rng::new(7);
     let probe = be.alloc(1)?;
     let (min_s, min_reps, max_reps) = if quick { (0.0, 1, 1) } else { (0.2, 3, 50) };

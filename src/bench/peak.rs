@@ -103,11 +103,11 @@ pub fn measure<B: Backend>(be: &B, host_stream_probe: bool, quick: bool) -> Resu
         be.name()
     );
     for (name, v) in &probes {
-        md += &format!("| {name}, 3 x {} MiB arrays | {v:.1} GB/s |\n", 4 * n >> 20);
+        md += &format!("| {name}, 3 x {} MiB arrays | {v:.1} GB/s |\n", (4 * n) >> 20);
     }
     md += &format!("| f32 GEMM {g}^3 via Backend::matmul | {gflop_s:.1} GFLOP/s |\n");
     md += &format!("| **peak used** | **{gb_s:.1} GB/s, {gflop_s:.1} GFLOP/s** (ridge {:.1} FLOP/B) |\n", peak.ridge());
-    let json = json!({"backend": be.name(), "array_mib": 4 * n >> 20, "gemm_n": g, "reps": reps,
+    let json = json!({"backend": be.name(), "array_mib": (4 * n) >> 20, "gemm_n": g, "reps": reps,
         "bandwidth": probes.iter().map(|(p, v)| json!({"probe": p, "gb_s": v})).collect::<Vec<_>>(),
         "gemm_gflop_s": gflop_s, "peak_gb_s": gb_s, "peak_gflop_s": gflop_s, "ridge_flop_per_byte": peak.ridge()});
     Ok((peak, Section { json, md }))
