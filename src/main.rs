@@ -25,7 +25,7 @@ enum Cmd {
     Sweep(mfd::sweep::SweepArgs),
     /// Evaluate a checkpoint on a split: per-class AUROC/AUPRC (TSV) and the summary.
     Eval(mfd::train::cli::EvalArgs),
-    /// Throughput benchmarks: `data` (prepare MB/s, windows/s) or `train` (sequences/s); JSON + Markdown.
+    /// Benchmark suite (all, or one of peak, data, kernels, train, allreduce): <work>/bench.json + bench.md.
     Bench(mfd::bench::BenchArgs),
     /// One forward + backward of the model loss on a given batch, dumped for an independent check.
     StepDump(mfd::train::step_dump::StepDumpArgs),
