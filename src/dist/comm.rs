@@ -24,7 +24,7 @@ pub struct HostBucket {
 
 /// A data-parallel communicator over host memory.
 pub trait Comm {
-    /// "single" or "mpi".
+    /// "single", "mpi" or "nccl".
     fn name(&self) -> &'static str;
     /// This process's rank in [0, size).
     fn rank(&self) -> usize;
@@ -43,6 +43,10 @@ pub trait Comm {
     /// can) in bucket order, `during` runs while they are in flight, then all are waited for. Every rank passes
     /// buckets of the same lengths. The error of `during`, if any, is returned after the wait.
     fn sum_buckets(&self, buckets: &mut [HostBucket], during: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+    /// Gather every rank's `local` bytes (any length, possibly empty) on rank `root`: there the result holds one
+    /// vector per rank, in rank order; on every other rank it is empty. Collective: every rank calls it. Sharded
+    /// evaluation gathers its predictions with it.
+    fn gather_bytes(&self, local: &[u8], root: usize) -> Result<Vec<Vec<u8>>>;
     /// End the whole job with exit code `code` (MPI_Abort); never returns.
     fn abort(&self, code: i32) -> !;
     /// The sub-communicator of the ranks that pass the same `color` (MPI_Comm_split, ranks ordered as in this
