@@ -77,7 +77,7 @@ pub struct EvalArgs {
     pub out: Option<PathBuf>,
 }
 
-/// `mfd evaluate`; under `mpirun` the split's batches are shared over the ranks and rank 0 writes the outputs.
+/// `mfd eval`; under `mpirun` the split's batches are shared over the ranks and rank 0 writes the outputs.
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let comm = crate::dist::init()?;
     match eval_on(args, comm.as_ref()) {
