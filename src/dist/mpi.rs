@@ -114,7 +114,7 @@ impl Comm for Mpi {
         }
         // MPI counts and displacements are i32: gather in rounds of at most `chunk` bytes per rank, so that one
         // round's receive buffer stays below 2^31 bytes.
-        let chunk = ((i32::MAX as usize) / self.size).min(GATHER_CHUNK).max(1);
+        let chunk = ((i32::MAX as usize) / self.size).clamp(1, GATHER_CHUNK);
         let longest = if self.rank == root { lens.iter().copied().max().unwrap_or(0) } else { 0 };
         let mut rounds = [longest as f64];
         self.broadcast_f64(&mut rounds, root)?;
