@@ -6,9 +6,9 @@
 //!   every rank because every rank runs the same program).
 //! - Gradients travel in host buckets (`HostBucket`); `sum_buckets` starts the all-reduce of every bucket, runs
 //!   `during` (work that does not touch those gradients, e.g. the adversary step), then waits. A device-buffer
-//!   communicator (NCCL, with the CUDA backend) implements this trait for control and statistics (rank, abort,
-//!   `sum_f64`) and reduces the same bucket plan (`buckets::Buckets::tensors`) in device memory instead of
-//!   `pack` / `sum_buckets` / `unpack`.
+//!   communicator (`nccl::Nccl`) implements this trait over a host communicator for control and statistics
+//!   (rank, abort, `sum_f64`, `gather_bytes`), stages host buckets through the device in `sum_buckets`, and offers
+//!   `sum_device_buckets` to reduce the same bucket plan (`buckets::Buckets::tensors`) in device memory.
 //! - A failure on one rank ends the whole job: `abort` prints nothing itself (the caller prints the rank and the
 //!   cause first) and never returns.
 

@@ -142,7 +142,8 @@ pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result
 
 /// The training loop on rank `comm.rank()` of `comm.size()`: each rank trains on its B/W share of every global
 /// batch; gradients are all-reduced in buckets (the model's while the adversary step runs); rank 0 alone logs,
-/// shows progress, validates, writes checkpoints and the final evaluation.
+/// shows progress and writes checkpoints and evaluation outputs; validation and the final test evaluation are
+/// sharded over the ranks (`evaluate_sharded`).
 ///
 /// Gradient scaling. With `dist.batch_stats = "global"` the independence terms are functions of the global batch
 /// and their backward gives each rank's local contribution (summed over ranks), while the BCE is a mean over the
