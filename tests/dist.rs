@@ -7,7 +7,9 @@
 //! - an injected failure on rank 1 (`MFD_INJECT_FAIL=1:2`) ends the whole job non-zero within `FAIL_LIMIT`, with a
 //!   message naming the rank;
 //! - a checkpoint written by 2 ranks (3 steps) resumes on 1 rank (3 more) and matches the 6-step one-rank run;
-//! - with `dist.batch_stats = "local"` the ranks also stay identical (BatchNorm running statistics averaged).
+//! - with `dist.batch_stats = "local"` the ranks also stay identical (BatchNorm running statistics averaged);
+//! - evaluation sharded over 2 ranks gives the metrics of 1 rank (to `EVAL_TOL`): `mfd eval` of the validation
+//!   split, and the final test evaluation of a 2-rank `--resume` at the step limit (which trains nothing more).
 #![cfg(feature = "mpi")]
 
 use safetensors::SafeTensors;
@@ -24,6 +26,9 @@ const TOL_RUNNING_MEAN: f32 = 4e-3;
 /// Seconds within which a job with a failing rank must have ended.
 const FAIL_LIMIT: Duration = Duration::from_secs(60);
 const STEPS: usize = 6;
+/// Largest |difference| of an evaluation metric between 2 ranks and 1 rank (each batch holds the same tiles and
+/// the sums run in the same order, so the CPU backend gives equal numbers; 1e-6 is the bound).
+const EVAL_TOL: f64 = 1e-6;
 
 /// One mpirun at a time: the CI machine has 2 cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -233,4 +238,86 @@ fn local_batch_statistics_keep_the_ranks_identical() {
     let out = run_ok(mpirun(2, &[("MFD_CHECK_SYNC", "1")]).args(args));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("parameters identical on all 2 ranks after each of 3 steps"), "{err}");
+}
+
+/// The numbers of `eval_<split>.json` and the per-class AUROC / AUPRC columns of `eval_<split>.tsv`.
+fn eval_numbers(dir: &Path, split: &str) -> Vec<(String, f64)> {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("eval_{split}.json"))).unwrap()).unwrap();
+    let mut out: Vec<(String, f64)> = ["tiles", "bce", "corr", "macro_auroc", "macro_auprc"]
+        .iter()
+        .map(|k| (k.to_string(), json[k].as_f64().unwrap()))
+        .collect();
+    let tsv = std::fs::read_to_string(dir.join(format!("eval_{split}.tsv"))).unwrap();
+    for line in tsv.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        for (col, name) in [(3, "auroc"), (4, "auprc")] {
+            out.push((format!("{name}[{}]", f[0]), f[col].parse().unwrap_or(f64::NAN)));
+        }
+    }
+    out
+}
+
+fn assert_same_metrics(what: &str, one: &[(String, f64)], two: &[(String, f64)]) -> f64 {
+    assert_eq!(one.len(), two.len(), "{what}");
+    let mut worst = 0.0f64;
+    for ((ka, a), (kb, b)) in one.iter().zip(two) {
+        assert_eq!(ka, kb);
+        if a.is_nan() && b.is_nan() {
+            continue;
+        }
+        let d = (a - b).abs();
+        assert!(d <= EVAL_TOL, "{what}: {ka} is {a} on 1 rank, {b} on 2 ranks");
+        worst = worst.max(d);
+    }
+    worst
+}
+
+#[test]
+fn sharded_validation_equals_one_rank() {
+    let s = shared();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ck = s.root.join("one/checkpoints/last.safetensors").to_string_lossy().into_owned();
+    let eval_args = |out: &str| -> Vec<String> {
+        let out = s.root.join(out).to_string_lossy().into_owned();
+        ["eval", "--checkpoint", &ck, "--split", "val", "--out", &out].map(String::from).to_vec()
+    };
+    run_ok(Command::new(env!("CARGO_BIN_EXE_mfd")).args(eval_args("eval1")));
+    run_ok(mpirun(2, &[]).args(eval_args("eval2")));
+    let (one, two) = (eval_numbers(&s.root.join("eval1"), "val"), eval_numbers(&s.root.join("eval2"), "val"));
+    assert!(one[0].1 > 16.0, "the validation split must span several batches: {} tiles", one[0].1);
+    let d = assert_same_metrics("val", &one, &two);
+    eprintln!("sharded validation, 2 ranks vs 1 rank: max |diff| over {} metrics = {d:e}", one.len());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn two_rank_resume_at_the_limit_evaluates_like_one_rank() {
+    let s = shared();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    copy_dir(&s.root.join("one"), &s.root.join("again"));
+    std::fs::remove_file(s.root.join("again/eval_test.json")).unwrap();
+    let mut args = train_args(&s.root, "again", STEPS);
+    args.push("--resume".into());
+    run_ok(mpirun(2, &[]).args(args));
+    let last = s.root.join("again/checkpoints/last.safetensors");
+    assert_eq!(meta(&last, "global_step"), STEPS.to_string());
+    assert_eq!(meta(&last, "world_size"), "1", "the resumed run wrote a checkpoint although it trained nothing");
+    let metrics = std::fs::read_to_string(s.root.join("again/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), STEPS, "{metrics}");
+    let (one, two) = (eval_numbers(&s.root.join("one"), "test"), eval_numbers(&s.root.join("again"), "test"));
+    let d = assert_same_metrics("test", &one, &two);
+    eprintln!("sharded test evaluation (both strands), 2 ranks vs 1 rank: max |diff| = {d:e}");
 }

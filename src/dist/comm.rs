@@ -6,9 +6,9 @@
 //!   every rank because every rank runs the same program).
 //! - Gradients travel in host buckets (`HostBucket`); `sum_buckets` starts the all-reduce of every bucket, runs
 //!   `during` (work that does not touch those gradients, e.g. the adversary step), then waits. A device-buffer
-//!   communicator (NCCL, with the CUDA backend) implements this trait for control and statistics (rank, abort,
-//!   `sum_f64`) and reduces the same bucket plan (`buckets::Buckets::tensors`) in device memory instead of
-//!   `pack` / `sum_buckets` / `unpack`.
+//!   communicator (`nccl::Nccl`) implements this trait over a host communicator for control and statistics
+//!   (rank, abort, `sum_f64`, `gather_bytes`), stages host buckets through the device in `sum_buckets`, and offers
+//!   `sum_device_buckets` to reduce the same bucket plan (`buckets::Buckets::tensors`) in device memory.
 //! - A failure on one rank ends the whole job: `abort` prints nothing itself (the caller prints the rank and the
 //!   cause first) and never returns.
 
@@ -24,7 +24,7 @@ pub struct HostBucket {
 
 /// A data-parallel communicator over host memory.
 pub trait Comm {
-    /// "single" or "mpi".
+    /// "single", "mpi" or "nccl".
     fn name(&self) -> &'static str;
     /// This process's rank in [0, size).
     fn rank(&self) -> usize;
@@ -43,6 +43,10 @@ pub trait Comm {
     /// can) in bucket order, `during` runs while they are in flight, then all are waited for. Every rank passes
     /// buckets of the same lengths. The error of `during`, if any, is returned after the wait.
     fn sum_buckets(&self, buckets: &mut [HostBucket], during: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+    /// Gather every rank's `local` bytes (any length, possibly empty) on rank `root`: there the result holds one
+    /// vector per rank, in rank order; on every other rank it is empty. Collective: every rank calls it. Sharded
+    /// evaluation gathers its predictions with it.
+    fn gather_bytes(&self, local: &[u8], root: usize) -> Result<Vec<Vec<u8>>>;
     /// End the whole job with exit code `code` (MPI_Abort); never returns.
     fn abort(&self, code: i32) -> !;
     /// The sub-communicator of the ranks that pass the same `color` (MPI_Comm_split, ranks ordered as in this

@@ -1,17 +1,19 @@
 //! Data-parallel training (architecture.md section 6, issue 4): the communicator trait (`comm`), its one-rank
-//! (`single`) and MPI (`mpi`, feature `mpi`) implementations, the bucketed gradient all-reduce (`buckets`) and the
-//! run-time checks of a distributed run (`checks`: injected failures, identical parameters across ranks).
+//! (`single`), MPI (`mpi`, feature `mpi`) and NCCL (`nccl`, device buffers, a GPU and libnccl at run time)
+//! implementations, the bucketed gradient all-reduce (`buckets`) and the run-time checks of a distributed run
+//! (`checks`: injected failures, identical parameters across ranks).
 //!
 //! Key decision: the world comes from the launcher. Under `mpirun` / `srun` (detected from the launcher's
 //! environment variables) a build with the `mpi` feature joins the MPI world; anything else is one rank. A
 //! multi-rank launch of a build without the feature is an error rather than W independent runs writing the same
-//! run directory.
+//! run directory. `MFD_COMM=nccl` puts an `Nccl` communicator over that world (an error where NCCL cannot run).
 
 pub mod buckets;
 pub mod checks;
 pub mod comm;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod nccl;
 pub mod single;
 
 pub use buckets::{Buckets, Field};
@@ -37,8 +39,35 @@ pub fn launcher_rank() -> usize {
 }
 
 /// The communicator of this process: MPI when launched by an MPI launcher and built with `--features mpi`,
-/// otherwise `Single`.
+/// otherwise `Single`; with `MFD_COMM=nccl`, NCCL over that one (see `comm_choice`).
 pub fn init() -> Result<Box<dyn Comm>> {
+    let host = init_host()?;
+    match comm_choice()? {
+        CommChoice::Host => Ok(host),
+        CommChoice::Nccl => Ok(Box::new(nccl::Nccl::new(host)?)),
+    }
+}
+
+/// Which communicator `MFD_COMM` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommChoice {
+    /// Unset, "mpi" or "host": host buffers (`Mpi` under a launcher, else `Single`).
+    Host,
+    /// "nccl": device buffers over NCCL.
+    Nccl,
+}
+
+/// `MFD_COMM`: unset / "mpi" / "host" or "nccl"; anything else is a config error.
+pub fn comm_choice() -> Result<CommChoice> {
+    match std::env::var("MFD_COMM").ok().as_deref().map(str::trim) {
+        None | Some("") | Some("mpi") | Some("host") => Ok(CommChoice::Host),
+        Some("nccl") => Ok(CommChoice::Nccl),
+        Some(other) => Err(MfdError::config("MFD_COMM", format!("'{other}': expected mpi or nccl"))),
+    }
+}
+
+/// The host communicator: `Mpi` under a launcher (feature `mpi`), else `Single`.
+fn init_host() -> Result<Box<dyn Comm>> {
     let launched = launcher_world_size();
     #[cfg(feature = "mpi")]
     if launched.is_some() {

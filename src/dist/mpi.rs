@@ -16,6 +16,9 @@ use mpi::collective::SystemOperation;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
+/// Largest number of bytes one rank sends per `MPI_Gatherv` round of `gather_bytes`.
+const GATHER_CHUNK: usize = 256 << 20;
+
 pub struct Mpi {
     world: SimpleCommunicator,
     rank: usize,
@@ -99,6 +102,45 @@ impl Comm for Mpi {
             std::mem::swap(&mut b.data, &mut b.scratch);
         }
         res
+    }
+    fn gather_bytes(&self, local: &[u8], root: usize) -> Result<Vec<Vec<u8>>> {
+        let r = self.world.process_at_rank(root as i32);
+        let mine = local.len() as u64;
+        let mut lens = vec![0u64; self.size];
+        if self.rank == root {
+            r.gather_into_root(&mine, &mut lens[..]);
+        } else {
+            r.gather_into(&mine);
+        }
+        // MPI counts and displacements are i32: gather in rounds of at most `chunk` bytes per rank, so that one
+        // round's receive buffer stays below 2^31 bytes.
+        let chunk = ((i32::MAX as usize) / self.size).clamp(1, GATHER_CHUNK);
+        let longest = if self.rank == root { lens.iter().copied().max().unwrap_or(0) } else { 0 };
+        let mut rounds = [longest as f64];
+        self.broadcast_f64(&mut rounds, root)?;
+        let rounds = (rounds[0] as usize).div_ceil(chunk);
+        let mut out: Vec<Vec<u8>> =
+            if self.rank == root { lens.iter().map(|&n| Vec::with_capacity(n as usize)).collect() } else { Vec::new() };
+        for k in 0..rounds {
+            let piece = |n: usize| (k * chunk).min(n)..((k + 1) * chunk).min(n);
+            let send = &local[piece(local.len())];
+            if self.rank == root {
+                let counts: Vec<i32> = lens.iter().map(|&n| piece(n as usize).len() as i32).collect();
+                let displs: Vec<i32> =
+                    counts.iter().scan(0i32, |acc, &c| Some(std::mem::replace(acc, *acc + c))).collect();
+                let mut recv = vec![0u8; counts.iter().map(|&c| c as usize).sum()];
+                {
+                    let mut part = mpi::datatype::PartitionMut::new(&mut recv[..], &counts[..], &displs[..]);
+                    r.gather_varcount_into_root(send, &mut part);
+                }
+                for ((o, &c), &d) in out.iter_mut().zip(&counts).zip(&displs) {
+                    o.extend_from_slice(&recv[d as usize..(d + c) as usize]);
+                }
+            } else {
+                r.gather_varcount_into(send);
+            }
+        }
+        Ok(out)
     }
     fn abort(&self, code: i32) -> ! {
         SimpleCommunicator::world().abort(code)

@@ -7,7 +7,7 @@ use crate::data::manifest::{SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL};
 use crate::error::{MfdError, Result};
 use crate::model::mfd::Mfd;
 use crate::train::checkpoint;
-use crate::train::evaluate::evaluate;
+use crate::train::evaluate::evaluate_sharded;
 use crate::train::trainer::{load_metadata, TrainOptions};
 use std::path::PathBuf;
 
@@ -77,7 +77,19 @@ pub struct EvalArgs {
     pub out: Option<PathBuf>,
 }
 
+/// `mfd eval`; under `mpirun` the split's batches are shared over the ranks and rank 0 writes the outputs.
 pub fn eval(args: &EvalArgs) -> Result<()> {
+    let comm = crate::dist::init()?;
+    match eval_on(args, comm.as_ref()) {
+        Err(e) if comm.size() > 1 => {
+            eprintln!("error: rank {} of {}: {e}; aborting the job", comm.rank(), comm.size());
+            comm.abort(1)
+        }
+        r => r,
+    }
+}
+
+fn eval_on(args: &EvalArgs, comm: &dyn crate::dist::Comm) -> Result<()> {
     let text = checkpoint::stored_config(&args.checkpoint)?;
     let mut cfg = Config::parse(&text, &args.checkpoint, &[])?;
     if let Some(d) = &args.dataset {
@@ -97,8 +109,9 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
         crate::backend::Backend::write(&be, v, h)?;
     }
-    let res = evaluate(
+    let res = evaluate_sharded(
         &be,
+        comm,
         &mut model,
         &ds,
         ds.split_indices(split),
@@ -107,6 +120,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         cfg.loss.lambda_indep,
         split == SPLIT_TEST,
     )?;
+    let Some(res) = res else { return Ok(()) };
     let out = match &args.out {
         Some(o) => o.clone(),
         None => {

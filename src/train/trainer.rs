@@ -22,7 +22,7 @@ use crate::model::metadata::{MappingConfig, MetadataTable};
 use crate::model::mfd::Mfd;
 use crate::model::params::Group;
 use crate::train::checkpoint::{self, Checkpoint, Position};
-use crate::train::evaluate::{evaluate, EvalResult};
+use crate::train::evaluate::{evaluate_sharded, EvalResult};
 use crate::train::optim::AmsGrad;
 use serde_json::json;
 use std::io::Write;
@@ -142,7 +142,8 @@ pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result
 
 /// The training loop on rank `comm.rank()` of `comm.size()`: each rank trains on its B/W share of every global
 /// batch; gradients are all-reduced in buckets (the model's while the adversary step runs); rank 0 alone logs,
-/// shows progress, validates, writes checkpoints and the final evaluation.
+/// shows progress and writes checkpoints and evaluation outputs; validation and the final test evaluation are
+/// sharded over the ranks (`evaluate_sharded`).
 ///
 /// Gradient scaling. With `dist.batch_stats = "global"` the independence terms are functions of the global batch
 /// and their backward gives each rank's local contribution (summed over ranks), while the BCE is a mean over the
@@ -219,7 +220,8 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
     let val_idx = ds.split_indices(SPLIT_VAL);
     let k_model = cfg.adversary.steps_per_model_step.max(1) as u64;
     let start = Instant::now();
-    let mut stopped_early = false;
+    // A run resumed at its step limit has nothing left to train: it goes straight to the final evaluation.
+    let mut stopped_early = cfg.train.max_steps > 0 && pos.global_step >= cfg.train.max_steps as u64;
     let params_model = model.params.table.count(Group::Model);
     let params_adv = model.params.table.count(Group::Adversary);
     if rank0 {
@@ -356,10 +358,10 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
             pos.epoch += 1;
             pos.step_in_epoch = 0;
         }
-        // Validation and checkpoint at the end of every epoch (and when a time or step limit stops the run), by
-        // rank 0 while the others wait.
-        if rank0 {
-            let val = evaluate(be, &mut model, &ds, val_idx.clone(), t, b, lambda, false)?;
+        // Validation at the end of every epoch (and when a time or step limit stops the run), sharded over the
+        // ranks; rank 0 logs it and writes the checkpoints while the others wait.
+        let val = evaluate_sharded(be, comm, &mut model, &ds, val_idx.clone(), t, b, lambda, false)?;
+        if let Some(val) = val {
             eprintln!(
                 "mfd: epoch {} step {}: val loss {:.5} bce {:.5} macro AUROC {:.4} AUPRC {:.4}",
                 pos.epoch, pos.global_step, val.val_loss, val.bce, val.macro_auroc, val.macro_auprc
@@ -398,16 +400,22 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
         best_val_loss,
         test: None,
     };
-    if opts.skip_final_eval || !rank0 {
+    if opts.skip_final_eval {
         return Ok(summary);
     }
-    if let Some(path) = &best_ck {
-        let ck = checkpoint::load(path, &model.params.table)?;
+    // The test evaluation is sharded too: every rank loads the best checkpoint rank 0 names (written before the
+    // last barrier; the run directory is shared, as for --resume).
+    let mut best_step = [best_ck.as_deref().and_then(best_step_of).map_or(-1.0, |s| s as f64)];
+    comm.broadcast_f64(&mut best_step, 0)?;
+    if best_step[0] >= 0.0 {
+        let path = ck_dir.join(format!("best-{:08}.safetensors", best_step[0] as u64));
+        let ck = checkpoint::load(&path, &model.params.table)?;
         for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
             be.write(v, h)?;
         }
     }
-    let test = evaluate(be, &mut model, &ds, ds.split_indices(SPLIT_TEST), t, b, lambda, true)?;
+    let test = evaluate_sharded(be, comm, &mut model, &ds, ds.split_indices(SPLIT_TEST), t, b, lambda, true)?;
+    let Some(test) = test else { return Ok(summary) };
     crate::train::report::write_eval_outputs(&out, "test", &ds, &test)?;
     eprintln!("mfd: test macro AUROC {:.4} AUPRC {:.4} ({} tiles)", test.macro_auroc, test.macro_auprc, test.n);
     log.write(
@@ -429,6 +437,12 @@ fn progress_bar(steps: u64, epoch: u64) -> indicatif::ProgressBar {
     );
     bar.set_prefix(epoch.to_string());
     bar
+}
+
+/// The global step in a `best-<global step>.safetensors` name.
+fn best_step_of(path: &Path) -> Option<u64> {
+    let name = path.file_name().and_then(|n| n.to_str())?;
+    name.strip_prefix("best-")?.strip_suffix(".safetensors")?.parse().ok()
 }
 
 /// Checkpoints named `best-<global step>.safetensors`, sorted by their stored validation loss.

@@ -1,0 +1,216 @@
+//! `Nccl`: the device-buffer communicator (architecture.md section 6): NCCL all-reduces of f32 device buffers on a
+//! communication stream of its own, beside a host communicator (`Single` or `Mpi`) that keeps rank, world size,
+//! local rank, small statistics, barriers, gathers and abort.
+//!
+//! Key decisions:
+//! - cudarc's `nccl` module with dynamic loading (Cargo.toml): the crate builds and runs without CUDA or NCCL;
+//!   `probe` checks libcuda, a device and libnccl before any call that would otherwise panic, so choosing NCCL on
+//!   a machine without them is an error naming the reason. cudarc looks for `libnccl.so` (the PyPI wheel ships only
+//!   `libnccl.so.2`: link it as `libnccl.so` on LD_LIBRARY_PATH, stack.md section 1).
+//! - The NCCL unique id (128 bytes) is made by rank 0 and broadcast over the host communicator as 128 exact f64s.
+//! - One GPU per rank: device `local_rank % device count` (local rank from MPI's shared-memory split). NCCL rejects
+//!   two ranks on one GPU, so a single-GPU machine runs NCCL with one rank only.
+//! - Overlap (`sum_device_buckets`): the communication stream first waits on an event of the compute stream (the
+//!   gradients are written), all-reduces every bucket, and the compute stream waits on an event of the
+//!   communication stream before the optimiser reads them; the caller's `during` work (e.g. the adversary step)
+//!   is queued on the compute stream in between, so it runs while the all-reduces are in flight.
+//! - `Comm::sum_buckets` (host buckets, the trainer's generic path) stages the buckets through device buffers kept
+//!   between calls; the trainer's CUDA backend can hand its gradient buffers to `sum_device_buckets` directly once
+//!   the backend exposes them (not done yet: `backend/cuda` keeps `DevBuf` private).
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+use cudarc::nccl::{Comm as NcclComm, Id, ReduceOp};
+
+use crate::dist::comm::{Comm, HostBucket};
+use crate::error::{MfdError, Result};
+
+/// Number of CUDA devices NCCL can use, or why it cannot run here (no driver, no device, no libnccl).
+pub fn probe() -> std::result::Result<usize, String> {
+    // SAFETY: only dlopens the libraries by their candidate names; no symbol is called.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("no CUDA driver (libcuda.so.1 not found)".into());
+    }
+    cudarc::driver::result::init().map_err(|e| format!("cuInit failed: {e:?}"))?;
+    let n = cudarc::driver::result::device::get_count().map_err(|e| format!("cuDeviceGetCount failed: {e:?}"))?;
+    if n <= 0 {
+        return Err("the CUDA driver reports no device".into());
+    }
+    // SAFETY: as above.
+    if !unsafe { cudarc::nccl::sys::is_culib_present() } {
+        return Err(
+            "libnccl.so not found on LD_LIBRARY_PATH (for the PyPI wheel, link libnccl.so.2 as libnccl.so)".into()
+        );
+    }
+    Ok(n as usize)
+}
+
+fn nccl_err(op: &str, e: impl std::fmt::Debug) -> MfdError {
+    MfdError::other(format!("NCCL {op}: {e:?}"))
+}
+
+fn cuda_err(op: &str, e: impl std::fmt::Debug) -> MfdError {
+    MfdError::other(format!("CUDA {op} (NCCL communicator): {e:?}"))
+}
+
+pub struct Nccl {
+    // Field order is drop order: the NCCL communicator before its stream's context.
+    comm: NcclComm,
+    staging: RefCell<Vec<CudaSlice<f32>>>,
+    stream: Arc<CudaStream>,
+    ctx: Arc<CudaContext>,
+    control: Box<dyn Comm>,
+}
+
+impl Nccl {
+    /// The NCCL communicator of the ranks of `control` (collective over `control`), on GPU
+    /// `control.local_rank() % devices`. Errors (never panics) when NCCL cannot run here; then every rank fails
+    /// the same way, except on a mixed cluster, where the caller's abort ends the job.
+    pub fn new(control: Box<dyn Comm>) -> Result<Nccl> {
+        let local = (|| -> Result<(Arc<CudaContext>, Arc<CudaStream>)> {
+            let devices =
+                probe().map_err(|why| MfdError::config("MFD_COMM", format!("'nccl' cannot run here: {why}")))?;
+            let ctx = CudaContext::new(control.local_rank() % devices).map_err(|e| cuda_err("context", e))?;
+            let stream = ctx.new_stream().map_err(|e| cuda_err("new_stream", e))?;
+            Ok((ctx, stream))
+        })();
+        // Every rank learns whether all could start, so none waits in a collective for one that failed.
+        let mut failed = [f64::from(u8::from(local.is_err()))];
+        control.sum_f64(&mut failed)?;
+        let (ctx, stream) = local?;
+        if failed[0] > 0.0 {
+            return Err(MfdError::other(format!("NCCL could not start on {} of {} ranks", failed[0], control.size())));
+        }
+        // [0, 128): the id; [128]: 1 when rank 0 made one.
+        let mut id = [0f64; 129];
+        let mut made = Ok(());
+        if control.rank() == 0 {
+            match Id::new() {
+                Ok(fresh) => {
+                    for (d, s) in id.iter_mut().zip(fresh.internal()) {
+                        *d = f64::from(*s);
+                    }
+                    id[128] = 1.0;
+                }
+                Err(e) => made = Err(nccl_err("ncclGetUniqueId", e)),
+            }
+        }
+        control.broadcast_f64(&mut id, 0)?;
+        made?;
+        if id[128] != 1.0 {
+            return Err(MfdError::other("NCCL: rank 0 could not make a unique id"));
+        }
+        let mut raw = [0 as core::ffi::c_char; 128];
+        for (d, s) in raw.iter_mut().zip(&id) {
+            *d = *s as core::ffi::c_char;
+        }
+        let id = Id::uninit(raw);
+        let comm = NcclComm::from_rank(stream.clone(), control.rank(), control.size(), id)
+            .map_err(|e| nccl_err("ncclCommInitRank", e))?;
+        Ok(Nccl { comm, staging: RefCell::new(Vec::new()), stream, ctx, control })
+    }
+
+    /// The GPU this rank's communicator runs on.
+    pub fn device(&self) -> usize {
+        self.ctx.ordinal()
+    }
+
+    /// The communication stream (all NCCL calls are queued on it).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Sum `buf` over ranks in place. Queued on the communication stream; cudarc's per-buffer events order it after
+    /// earlier writes to `buf` and later uses after it.
+    pub fn all_reduce_sum(&self, buf: &mut CudaSlice<f32>) -> Result<()> {
+        self.comm.all_reduce_in_place(buf, &ReduceOp::Sum).map(|_| ()).map_err(|e| nccl_err("all_reduce", e))
+    }
+
+    /// Sum every bucket over ranks, overlapped with `during` (see the module doc): `compute` is the stream that wrote
+    /// the buckets and will read them afterwards. Returns once the work is queued (not finished); `during`'s error,
+    /// if any, is returned after the all-reduces are queued and the join recorded.
+    pub fn sum_device_buckets(
+        &self,
+        buckets: &mut [CudaSlice<f32>],
+        compute: &CudaStream,
+        during: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        self.stream.join(compute).map_err(|e| cuda_err("stream wait (gradients ready)", e))?;
+        cudarc::nccl::group_start().map_err(|e| nccl_err("group_start", e))?;
+        let queued: Result<()> = buckets.iter_mut().try_for_each(|b| self.all_reduce_sum(b));
+        cudarc::nccl::group_end().map_err(|e| nccl_err("group_end", e))?;
+        queued?;
+        let r = during();
+        compute.join(&self.stream).map_err(|e| cuda_err("stream wait (all-reduce done)", e))?;
+        r
+    }
+}
+
+impl Comm for Nccl {
+    fn name(&self) -> &'static str {
+        "nccl"
+    }
+    fn rank(&self) -> usize {
+        self.control.rank()
+    }
+    fn size(&self) -> usize {
+        self.control.size()
+    }
+    fn local_rank(&self) -> usize {
+        self.control.local_rank()
+    }
+    fn sum_f64(&self, v: &mut [f64]) -> Result<()> {
+        self.control.sum_f64(v)
+    }
+    fn broadcast_f64(&self, v: &mut [f64], root: usize) -> Result<()> {
+        self.control.broadcast_f64(v, root)
+    }
+    fn barrier(&self) -> Result<()> {
+        self.control.barrier()
+    }
+    /// Host buckets through device staging buffers: upload, all-reduce on the communication stream while `during`
+    /// runs, download.
+    fn sum_buckets(&self, buckets: &mut [HostBucket], during: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        let mut staging = self.staging.borrow_mut();
+        if staging.len() != buckets.len() || staging.iter().zip(buckets.iter()).any(|(d, h)| d.len() != h.data.len()) {
+            staging.clear();
+            for b in buckets.iter() {
+                // The driver rejects empty allocations.
+                staging.push(self.stream.alloc_zeros::<f32>(b.data.len().max(1)).map_err(|e| cuda_err("alloc", e))?);
+            }
+        }
+        for (d, h) in staging.iter_mut().zip(buckets.iter()) {
+            if !h.data.is_empty() {
+                let mut view = d.slice_mut(0..h.data.len());
+                self.stream.memcpy_htod(&h.data, &mut view).map_err(|e| cuda_err("memcpy_htod", e))?;
+            }
+        }
+        for (d, h) in staging.iter_mut().zip(buckets.iter()) {
+            if !h.data.is_empty() {
+                let mut view = d.slice_mut(0..h.data.len());
+                self.comm.all_reduce_in_place(&mut view, &ReduceOp::Sum).map_err(|e| nccl_err("all_reduce", e))?;
+            }
+        }
+        let r = during();
+        for (d, h) in staging.iter().zip(buckets.iter_mut()) {
+            if !h.data.is_empty() {
+                let view = d.slice(0..h.data.len());
+                self.stream.memcpy_dtoh(&view, &mut h.data).map_err(|e| cuda_err("memcpy_dtoh", e))?;
+            }
+        }
+        self.stream.synchronize().map_err(|e| cuda_err("synchronize", e))?;
+        r
+    }
+    fn gather_bytes(&self, local: &[u8], root: usize) -> Result<Vec<Vec<u8>>> {
+        self.control.gather_bytes(local, root)
+    }
+    fn abort(&self, code: i32) -> ! {
+        self.control.abort(code)
+    }
+    /// A sweep group's NCCL communicator: the host communicator is split, then a new NCCL id is made per group.
+    fn split(&self, color: usize) -> Result<Box<dyn Comm>> {
+        Ok(Box::new(Nccl::new(self.control.split(color)?)?))
+    }
+}
