@@ -1,18 +1,24 @@
 //! Bucketed all-reduce of one parameter group's gradients (or values) through host buckets.
 //!
 //! Key decisions:
-//! - Buckets hold whole tensors, taken in reverse registration order (the order backward finishes them: head and
-//!   hypernetworks before the trunk's first layers), each closed once it reaches `dist.bucket_mb`; a tensor larger
-//!   than a bucket gets a bucket of its own (as PyTorch DDP's `bucket_cap_mb`).
-//! - Three phases so the caller can overlap: `pack` (device -> host buckets), `Comm::sum_buckets` (non-blocking
-//!   all-reduces of every bucket around the caller's `during` work), `unpack` (scale, host -> device). The model's
-//!   gradients are reduced while the adversary step runs; overlap inside the model's backward needs a per-layer
-//!   gradient-ready hook in `model/` and is not done yet.
-
+//! - Buckets hold whole tensors, taken in reverse registration order, each closed once it reaches `dist.bucket_mb`;
+//!   a tensor larger than a bucket gets a bucket of its own (as PyTorch DDP's `bucket_cap_mb`). Reverse
+//!   registration is the order in which the model's backward finishes the gradients (`model::grad_ready`: head
+//!   bias, hypernetworks, then the trunk from `features_bn` down to the stem), so buckets complete in plan order.
+//! - Blocking use in three phases: `pack` (device -> host buckets), `Comm::sum_buckets` (all-reduces of every
+//!   bucket around the caller's `during` work), `unpack` (scale, host -> device).
+//! - Overlapped use (`sum_overlapped`, issue 4 item 3): the caller's backward gets a `GradReady` hook that counts
+//!   the ready tensors of each bucket; when a bucket's last tensor is announced, the hook packs that bucket and
+//!   starts its all-reduce (`Comm::sum_buckets_overlapped`: non-blocking on MPI), so the reduction of the head's
+//!   and the last layers' gradients overlaps the backward of the first layers; then the caller's `During` work
+//!   (the adversary step), the wait, and the caller's `unpack`. Same bucket contents and same reduction as the
+//!   blocking path, so the sums are the same.
 use crate::backend::Backend;
-use crate::dist::comm::{Comm, HostBucket};
-use crate::error::Result;
+use crate::dist::comm::{BucketStart, Comm, HostBucket, Stage};
+use crate::error::{MfdError, Result};
+use crate::model::grad_ready::GradReady;
 use crate::model::params::{Group, ParamTable, Params};
+use std::time::Instant;
 
 /// Which buffers of the group a `Buckets` carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +33,15 @@ pub struct Buckets {
     /// Tensor indices of each bucket, in packing order.
     pub tensors: Vec<Vec<usize>>,
     host: Vec<HostBucket>,
+    /// Seconds the last `sum_overlapped` spent inside the ready hook (packing, starting, MPI progress).
+    hook_secs: f64,
+}
+
+/// The two calls of `Buckets::sum_overlapped`'s work: the backward that produces the gradients (pass the hook to
+/// the model), then the work that overlaps the in-flight all-reduces.
+pub enum Phase<'a, B: Backend> {
+    Backward(&'a mut dyn GradReady<B>),
+    During,
 }
 
 impl Buckets {
@@ -49,7 +64,7 @@ impl Buckets {
             }
         }
         let host = sizes.iter().map(|&n| HostBucket { data: vec![0.0; n], scratch: vec![0.0; n] }).collect();
-        Buckets { group, field, tensors, host }
+        Buckets { group, field, tensors, host, hook_secs: 0.0 }
     }
 
     /// Elements (f32) all-reduced per call.
@@ -64,16 +79,7 @@ impl Buckets {
     /// Copy the group's buffers into the host buckets.
     pub fn pack<B: Backend>(&mut self, be: &B, params: &Params<B>) -> Result<()> {
         for (ts, hb) in self.tensors.iter().zip(self.host.iter_mut()) {
-            let mut off = 0;
-            for &i in ts {
-                let src = match self.field {
-                    Field::Grads => &params.grads[i],
-                    Field::Values => &params.values[i],
-                };
-                let n = be.buf_len(src);
-                be.download(src, &mut hb.data[off..off + n])?;
-                off += n;
-            }
+            pack_into(be, params, self.field, ts, &mut hb.data)?;
         }
         Ok(())
     }
@@ -98,6 +104,51 @@ impl Buckets {
         Ok(())
     }
 
+    /// The bucket plan flattened: tensor indices in the order they are packed (and must become ready).
+    pub fn order(&self) -> Vec<usize> {
+        self.tensors.iter().flatten().copied().collect()
+    }
+
+    /// Seconds the last `sum_overlapped` spent in its ready hook (pack, start, MPI progress): communication cost
+    /// paid inside the backward.
+    pub fn hook_seconds(&self) -> f64 {
+        self.hook_secs
+    }
+
+    /// Sum the group's gradients over ranks while they are produced: `work(Phase::Backward(hook))` runs the
+    /// backward, which announces every tensor of the group to `hook` once its gradient is final (each bucket is
+    /// packed and its all-reduce started as soon as all of its tensors are announced); then `work(Phase::During)`
+    /// runs while the all-reduces are in flight; then all are waited for. The host buckets hold the sums
+    /// afterwards: the caller `unpack`s them (it owns the parameters). A tensor never announced is an error.
+    pub fn sum_overlapped<B: Backend>(
+        &mut self,
+        comm: &dyn Comm,
+        work: &mut dyn FnMut(Phase<'_, B>) -> Result<()>,
+    ) -> Result<()> {
+        let Buckets { field, tensors, host, hook_secs, .. } = self;
+        *hook_secs = 0.0;
+        // Tensors the backward never announced (only filled in when the backward itself succeeded).
+        let mut unannounced: Vec<usize> = Vec::new();
+        let res = comm.sum_buckets_overlapped(host, &mut |stage| match stage {
+            Stage::Produce(start) => {
+                let mut hook = ReadyHook::new(tensors, *field, start);
+                let r = work(Phase::Backward(&mut hook));
+                *hook_secs = hook.secs;
+                if r.is_ok() {
+                    unannounced = hook.unannounced();
+                }
+                r
+            }
+            Stage::During => work(Phase::During),
+        });
+        if res.is_err() && !unannounced.is_empty() {
+            return Err(MfdError::other(format!(
+                "the backward never announced the gradients of tensors {unannounced:?}, so their buckets were not reduced"
+            )));
+        }
+        res
+    }
+
     /// Blocking all-reduce: pack, sum over ranks, unpack times `scale`. A no-op on one rank.
     pub fn all_reduce<B: Backend>(
         &mut self,
@@ -115,11 +166,84 @@ impl Buckets {
     }
 }
 
+/// The `GradReady` hook of `Buckets::sum_overlapped`: counts each bucket's ready tensors and starts the bucket
+/// when the count reaches its size.
+struct ReadyHook<'a, 'b> {
+    tensors: &'a [Vec<usize>],
+    field: Field,
+    /// bucket[i]: the bucket of tensor i (None: another group).
+    bucket: Vec<Option<usize>>,
+    /// Tensors of each bucket not announced yet.
+    missing: Vec<usize>,
+    start: &'b mut dyn BucketStart,
+    secs: f64,
+}
+
+impl<'a, 'b> ReadyHook<'a, 'b> {
+    fn new(tensors: &'a [Vec<usize>], field: Field, start: &'b mut dyn BucketStart) -> Self {
+        let n = tensors.iter().flatten().max().map_or(0, |&m| m + 1);
+        let mut bucket = vec![None; n];
+        for (k, ts) in tensors.iter().enumerate() {
+            for &i in ts {
+                bucket[i] = Some(k);
+            }
+        }
+        let missing = tensors.iter().map(Vec::len).collect();
+        ReadyHook { tensors, field, bucket, missing, start, secs: 0.0 }
+    }
+
+    /// Tensors of the plan never announced.
+    fn unannounced(&self) -> Vec<usize> {
+        let done: Vec<bool> = self.missing.iter().map(|&m| m == 0).collect();
+        self.tensors.iter().zip(done).filter(|(_, d)| !d).flat_map(|(ts, _)| ts.iter().copied()).collect()
+    }
+}
+
+impl<B: Backend> GradReady<B> for ReadyHook<'_, '_> {
+    fn ready(&mut self, be: &B, p: &Params<B>, i: usize) -> Result<()> {
+        let Some(k) = self.bucket.get(i).copied().flatten() else { return Ok(()) };
+        let t0 = Instant::now();
+        if self.missing[k] == 0 {
+            return Err(MfdError::other(format!("gradient of tensor {i} announced twice")));
+        }
+        self.missing[k] -= 1;
+        let r = if self.missing[k] == 0 {
+            let (ts, field) = (&self.tensors[k], self.field);
+            self.start.start(k, &mut |data| pack_into(be, p, field, ts, data))
+        } else {
+            self.start.progress();
+            Ok(())
+        };
+        self.secs += t0.elapsed().as_secs_f64();
+        r
+    }
+}
+
+/// Copy tensors `ts` (their gradients or values) one after the other into `data`.
+fn pack_into<B: Backend>(be: &B, p: &Params<B>, field: Field, ts: &[usize], data: &mut [f32]) -> Result<()> {
+    let mut off = 0;
+    for &i in ts {
+        let src = match field {
+            Field::Grads => &p.grads[i],
+            Field::Values => &p.values[i],
+        };
+        let n = be.buf_len(src);
+        be.download(src, &mut data[off..off + n])?;
+        off += n;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::cpu::CpuBackend;
+    use crate::backend::NoReduce;
+    use crate::config::{AdversaryConfig, ModelConfig};
     use crate::dist::single::Single;
+    use crate::model::grad_ready::RecordOrder;
+    use crate::model::metadata::{MappingConfig, MetadataTable};
+    use crate::model::mfd::Mfd;
     use crate::model::params::Init;
 
     #[test]
@@ -149,5 +273,162 @@ mod tests {
         Single.sum_buckets(bk.host_mut(), &mut || Ok(())).unwrap();
         bk.unpack(&be, &mut p, 0.5).unwrap();
         assert_eq!(p.to_host(&be).unwrap(), vec![vec![0.5; 3], vec![1.0; 2]]);
+    }
+
+    /// A tiny model (C = 4, T = 128, O = 5) with hypernetworks (one variable in both direct and interact, a null
+    /// transform, embed, linear and multihot modules) or the free head, and one batch for it.
+    fn tiny_model(metadata: bool) -> (CpuBackend, Mfd<CpuBackend>, Vec<u8>, Vec<u8>) {
+        const MAPPING: &str = r#"
+[variables.target]
+type = "category"
+transform = "multihot"
+[variables.tissue]
+type = "category"
+transform = "embed"
+dim = 2
+[variables.age]
+type = "float"
+transform = "null"
+[variables.assay]
+type = "category"
+transform = "multihot"
+[variables.date]
+type = "date.year"
+transform = "linear"
+dim = 2
+[biological]
+direct = ["target"]
+interact = ["tissue", "age"]
+out_dim = 3
+[technical]
+direct = ["assay"]
+interact = ["assay", "date"]
+out_dim = 2
+"#;
+        const METADATA: &str = "id\ttarget\ttissue\tage\tassay\tdate\n\
+            E0\tCTCF\tliver\t30\tChIP\t2012-01-01\n\
+            E1\tDNA\tliver,blood\t40\tDNase\t2016-05-05\n\
+            E2\tCTCF\tbrain\t50\tChIP\t2016-03-03\n\
+            E3\tDNA\tblood\t35\tDNase\t2020-02-02\n\
+            E4\tDNA\tbrain\t45\tChIP\t2012-07-07\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.tsv");
+        std::fs::write(&path, METADATA).unwrap();
+        let classes: Vec<String> = (0..5).map(|i| format!("E{i}")).collect();
+        let table = MetadataTable::load(&path, &classes).unwrap();
+        let mapping = MappingConfig::parse(MAPPING, std::path::Path::new("mapping.toml")).unwrap();
+        let mcfg = ModelConfig {
+            c: 4,
+            seq_len: 128,
+            crop: 0,
+            tower_layers: 6,
+            dilated_layers: 2,
+            dilation_growth: 1.5,
+            metadata,
+        };
+        let acfg = AdversaryConfig {
+            enabled: true,
+            hidden: 8,
+            layers: 2,
+            shared_predictor: false,
+            lr: 1e-3,
+            steps_per_model_step: 1,
+        };
+        let be = CpuBackend;
+        let model = Mfd::new(&be, &mcfg, &acfg, &mapping, &table, 8, 3).unwrap();
+        let mut rng = crate::rng::Rng::new(5);
+        let tokens: Vec<u8> = (0..B * 128).map(|_| rng.below(17) as u8).collect();
+        let labels: Vec<u8> = (0..B * 8).map(|i| if i % 8 == 0 { rng.below(32) as u8 } else { 0 }).collect();
+        (be, model, tokens, labels)
+    }
+
+    const B: usize = 6;
+
+    /// Records the order in which buckets are started and what they were filled with.
+    #[derive(Default)]
+    struct RecordStart {
+        order: Vec<usize>,
+        filled: Vec<Vec<f32>>,
+        lens: Vec<usize>,
+    }
+
+    impl BucketStart for RecordStart {
+        fn start(&mut self, k: usize, fill: &mut dyn FnMut(&mut [f32]) -> Result<()>) -> Result<()> {
+            let mut data = vec![f32::NAN; self.lens[k]];
+            fill(&mut data)?;
+            self.order.push(k);
+            self.filled.push(data);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_hook_announces_every_model_tensor_once_in_bucket_plan_order() {
+        for metadata in [true, false] {
+            let (be, mut m, tokens, labels) = tiny_model(metadata);
+            let mut rec = RecordOrder::default();
+            m.model_loss_backward_hooked(&be, &tokens, &labels, B, 0.5, true, &mut NoReduce, &mut rec).unwrap();
+            let plan = Buckets::new(&m.params.table, Group::Model, Field::Grads, 4.0);
+            assert_eq!(rec.0, plan.order(), "metadata = {metadata}");
+            let n_model = m.params.table.specs.iter().filter(|s| s.group == Group::Model).count();
+            assert_eq!(rec.0.len(), n_model);
+            // Whatever the cap, buckets complete in plan order: each is started once, 0, 1, 2, ...
+            for floats in [1.0, 40.0, 300.0, 1e6] {
+                let mut bk = Buckets::new(&m.params.table, Group::Model, Field::Grads, floats * 4.0 / 1048576.0);
+                let mut start =
+                    RecordStart { lens: bk.host.iter().map(|h| h.data.len()).collect(), ..Default::default() };
+                m.params.zero_grads(&be, Group::Model).unwrap();
+                let mut hook = ReadyHook::new(&bk.tensors, Field::Grads, &mut start);
+                m.model_loss_backward_hooked(&be, &tokens, &labels, B, 0.5, true, &mut NoReduce, &mut hook).unwrap();
+                assert!(hook.unannounced().is_empty());
+                assert_eq!(start.order, (0..bk.tensors.len()).collect::<Vec<_>>(), "cap {floats} floats");
+                // Packed while the backward ran, each bucket holds the final gradients (as a pack afterwards).
+                bk.pack(&be, &m.params).unwrap();
+                let after: Vec<Vec<f32>> = bk.host.iter().map(|h| h.data.clone()).collect();
+                assert_eq!(start.filled, after, "cap {floats} floats");
+            }
+        }
+    }
+
+    #[test]
+    fn the_hooked_backward_gives_the_plain_backwards_gradients() {
+        let (be, mut m, tokens, labels) = tiny_model(true);
+        let plain = m.model_loss_backward(&be, &tokens, &labels, B, 0.5, true, &mut NoReduce).unwrap();
+        let g_plain = m.params.grads_to_host(&be).unwrap();
+        m.params.zero_grads(&be, Group::Model).unwrap();
+        m.params.zero_grads(&be, Group::Adversary).unwrap();
+        let mut bk = Buckets::new(&m.params.table, Group::Model, Field::Grads, 1e-4);
+        let mut work = |phase: Phase<'_, CpuBackend>| -> Result<()> {
+            if let Phase::Backward(hook) = phase {
+                let t = m.model_loss_backward_hooked(&be, &tokens, &labels, B, 0.5, true, &mut NoReduce, hook)?;
+                assert_eq!(t, plain);
+            }
+            Ok(())
+        };
+        bk.sum_overlapped(&Single, &mut work).unwrap();
+        assert_eq!(m.params.grads_to_host(&be).unwrap(), g_plain);
+        // One rank: the buckets hold the gradients themselves; unpacking them changes nothing.
+        bk.unpack(&be, &mut m.params, 1.0).unwrap();
+        assert_eq!(m.params.grads_to_host(&be).unwrap(), g_plain);
+    }
+
+    #[test]
+    fn a_tensor_never_announced_is_an_error_naming_it() {
+        let mut t = ParamTable::default();
+        t.add("a", &[3], Init::Const(1.0), Group::Model);
+        t.add("b", &[2], Init::Const(2.0), Group::Model);
+        let be = CpuBackend;
+        let host = t.init_host(1);
+        let p = Params::new(&be, t.clone(), &host).unwrap();
+        let mut bk = Buckets::new(&t, Group::Model, Field::Values, 4.0 * 2.0 / 1048576.0);
+        assert_eq!(bk.tensors, vec![vec![1], vec![0]]);
+        let mut work = |phase: Phase<'_, CpuBackend>| -> Result<()> {
+            match phase {
+                Phase::Backward(hook) => hook.ready(&be, &p, 1),
+                Phase::During => Ok(()),
+            }
+        };
+        let err = bk.sum_overlapped(&Single, &mut work).unwrap_err().to_string();
+        assert!(err.contains("[0]"), "{err}");
     }
 }

@@ -9,10 +9,13 @@
 //!   communicator (`nccl::Nccl`) implements this trait over a host communicator for control and statistics
 //!   (rank, abort, `sum_f64`, `gather_bytes`), stages host buckets through the device in `sum_buckets`, and offers
 //!   `sum_device_buckets` to reduce the same bucket plan (`buckets::Buckets::tensors`) in device memory.
+//! - `sum_buckets_overlapped` starts each bucket as soon as the caller has filled it (the model's backward
+//!   announces final gradients through `model::grad_ready::GradReady`); its default reduces the filled buckets
+//!   with `sum_buckets` afterwards, `Mpi` overrides it with one MPI_Iallreduce per bucket started on the spot.
 //! - A failure on one rank ends the whole job: `abort` prints nothing itself (the caller prints the rank and the
 //!   cause first) and never returns.
 
-use crate::error::Result;
+use crate::error::{MfdError, Result};
 
 /// One bucket of a bucketed all-reduce: `data` holds the local values before and the sum over ranks after;
 /// `scratch` is the receive buffer of a non-blocking all-reduce (same length; kept to avoid per-step allocation).
@@ -43,6 +46,24 @@ pub trait Comm {
     /// can) in bucket order, `during` runs while they are in flight, then all are waited for. Every rank passes
     /// buckets of the same lengths. The error of `during`, if any, is returned after the wait.
     fn sum_buckets(&self, buckets: &mut [HostBucket], during: &mut dyn FnMut() -> Result<()>) -> Result<()>;
+    /// `sum_buckets` with the buckets filled and started one by one while work is produced (the model's backward,
+    /// overlap of issue 4 item 3). `work` is called twice: with `Stage::Produce(start)`, where it calls
+    /// `start.start(k, fill)` once per bucket as soon as bucket k's contents are final, then with `Stage::During`
+    /// while the all-reduces are in flight (as `sum_buckets`'s `during`); then all are waited for. Every rank
+    /// starts the buckets in the same order. A bucket left unstarted is an error (after the wait). The default
+    /// fills the buckets during `Produce` and reduces them all with `sum_buckets` around `During` (no overlap with
+    /// `Produce`); `Mpi` starts a non-blocking all-reduce per bucket as it comes.
+    fn sum_buckets_overlapped(
+        &self,
+        buckets: &mut [HostBucket],
+        work: &mut dyn FnMut(Stage<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut fill_only = FillOnly { started: vec![false; buckets.len()], buckets: &mut *buckets };
+        work(Stage::Produce(&mut fill_only))?;
+        let started = fill_only.started;
+        unstarted_error(&started)?;
+        self.sum_buckets(buckets, &mut || work(Stage::During))
+    }
     /// Gather every rank's `local` bytes (any length, possibly empty) on rank `root`: there the result holds one
     /// vector per rank, in rank order; on every other rank it is empty. Collective: every rank calls it. Sharded
     /// evaluation gathers its predictions with it.
@@ -52,6 +73,55 @@ pub trait Comm {
     /// The sub-communicator of the ranks that pass the same `color` (MPI_Comm_split, ranks ordered as in this
     /// communicator): a sweep runs one data-parallel group per point. Collective: every rank calls it.
     fn split(&self, color: usize) -> Result<Box<dyn Comm>>;
+}
+
+/// The two calls of `Comm::sum_buckets_overlapped`'s work: first produce and start the buckets, then the work
+/// that overlaps their all-reduces without touching them.
+pub enum Stage<'a> {
+    Produce(&'a mut dyn BucketStart),
+    During,
+}
+
+/// Starts the all-reduce of one bucket once its contents are final (`Comm::sum_buckets_overlapped`).
+pub trait BucketStart {
+    /// Fill bucket `k`'s data with `fill` (it gets the whole bucket) and start its all-reduce. Each bucket once.
+    fn start(&mut self, k: usize, fill: &mut dyn FnMut(&mut [f32]) -> Result<()>) -> Result<()>;
+    /// Let in-flight all-reduces progress (MPI progresses non-blocking collectives only inside MPI calls); cheap,
+    /// called often by the producer.
+    fn progress(&mut self) {}
+}
+
+/// The default `BucketStart`: fills the bucket, starts nothing.
+struct FillOnly<'a> {
+    buckets: &'a mut [HostBucket],
+    started: Vec<bool>,
+}
+
+impl BucketStart for FillOnly<'_> {
+    fn start(&mut self, k: usize, fill: &mut dyn FnMut(&mut [f32]) -> Result<()>) -> Result<()> {
+        claim(&mut self.started, k)?;
+        fill(&mut self.buckets[k].data)
+    }
+}
+
+/// Mark bucket `k` as started; an error if it does not exist or was started before.
+pub(crate) fn claim(started: &mut [bool], k: usize) -> Result<()> {
+    match started.get_mut(k) {
+        Some(s) if !*s => {
+            *s = true;
+            Ok(())
+        }
+        Some(_) => Err(MfdError::other(format!("gradient bucket {k} started twice"))),
+        None => Err(MfdError::other(format!("gradient bucket {k} of {}", started.len()))),
+    }
+}
+
+/// An error naming the first bucket never started.
+pub(crate) fn unstarted_error(started: &[bool]) -> Result<()> {
+    match started.iter().position(|s| !s) {
+        Some(k) => Err(MfdError::other(format!("gradient bucket {k} of {} was never started", started.len()))),
+        None => Ok(()),
+    }
 }
 
 /// `Reduce` (the backend's batch-statistics hook) over a communicator: `dist.batch_stats = "global"` passes the

@@ -17,7 +17,7 @@ pub mod nccl;
 pub mod single;
 
 pub use buckets::{Buckets, Field};
-pub use comm::{Comm, HostBucket, StatsReduce};
+pub use comm::{BucketStart, Comm, HostBucket, Stage, StatsReduce};
 pub use single::Single;
 
 use crate::error::{MfdError, Result};

@@ -4,15 +4,19 @@
 //! - MPI is initialised with `Threading::Single`: only the main thread calls MPI (rayon workers never do).
 //! - Gradient buckets use `MPI_Iallreduce` (rsmpi `immediate_all_reduce_into`) inside a request scope, so every
 //!   request is completed before the buffers can be touched again; statistics use blocking `MPI_Allreduce`.
+//!   `sum_buckets_overlapped` keeps the scope open across the model's backward: each bucket's request is issued
+//!   when the backward has filled it, and every later ready tensor calls MPI_Test on the outstanding requests (Open
+//!   MPI progresses non-blocking collectives only inside MPI calls).
 //! - A panic on any rank prints the rank and calls `MPI_Abort` (installed panic hook), so no rank waits forever in
 //!   a collective for a rank that died. The hook is removed when the communicator is dropped (MPI_Finalize).
 //! - `split` (sweeps) gives an `Mpi` over a sub-communicator that does not own the MPI environment: it must be
 //!   dropped before the world communicator (MPI_Comm_free before MPI_Finalize), and its `abort` ends the whole
 //!   job (MPI_Abort on MPI_COMM_WORLD), not only its group.
 
-use crate::dist::comm::{Comm, HostBucket};
+use crate::dist::comm::{claim, unstarted_error, BucketStart, Comm, HostBucket, Stage};
 use crate::error::{MfdError, Result};
 use mpi::collective::SystemOperation;
+use mpi::request::{LocalScope, Request};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
@@ -103,6 +107,40 @@ impl Comm for Mpi {
         }
         res
     }
+    fn sum_buckets_overlapped(
+        &self,
+        buckets: &mut [HostBucket],
+        work: &mut dyn FnMut(Stage<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let n = buckets.len();
+        let world = &self.world;
+        // Blocking collectives issued by `work` (global BatchNorm statistics through `sum_f64`, the
+        // adversary's bucket all-reduce) run on this communicator while these MPI_Iallreduce requests are
+        // outstanding. MPI allows that when every rank issues all its collectives, blocking and non-blocking, in
+        // the same order; they do, since every rank runs the same backward and calls `start` at the same points.
+        let (res, started) = mpi::request::scope(|scope| {
+            let mut st = MpiStart {
+                world,
+                scope,
+                slots: buckets.iter_mut().map(Some).collect(),
+                reqs: (0..n).map(|_| None).collect(),
+                started: vec![false; n],
+            };
+            let mut res = work(Stage::Produce(&mut st));
+            if res.is_ok() {
+                res = work(Stage::During);
+            }
+            for q in st.reqs.iter_mut().filter_map(Option::take) {
+                q.wait_without_status();
+            }
+            (res, st.started)
+        });
+        for (b, _) in buckets.iter_mut().zip(&started).filter(|(_, s)| **s) {
+            std::mem::swap(&mut b.data, &mut b.scratch);
+        }
+        res?;
+        unstarted_error(&started)
+    }
     fn gather_bytes(&self, local: &[u8], root: usize) -> Result<Vec<Vec<u8>>> {
         let r = self.world.process_at_rank(root as i32);
         let mine = local.len() as u64;
@@ -154,5 +192,39 @@ impl Comm for Mpi {
         let (rank, size) = (sub.rank() as usize, sub.size() as usize);
         let local_rank = self.local_rank;
         Ok(Box::new(Mpi { world: sub, rank, size, local_rank, universe: None }))
+    }
+}
+
+/// `BucketStart` over MPI_Iallreduce: `slots[k]` is bucket k until it is started; then `reqs[k]` holds its request
+/// (until completed) and the result lands in the bucket's `scratch`.
+struct MpiStart<'a, 's> {
+    world: &'s SimpleCommunicator,
+    scope: &'s LocalScope<'a>,
+    slots: Vec<Option<&'a mut HostBucket>>,
+    reqs: Vec<Option<Request<'a, [f32], &'s LocalScope<'a>>>>,
+    started: Vec<bool>,
+}
+
+impl BucketStart for MpiStart<'_, '_> {
+    fn start(&mut self, k: usize, fill: &mut dyn FnMut(&mut [f32]) -> Result<()>) -> Result<()> {
+        claim(&mut self.started, k)?;
+        let HostBucket { data, scratch } = self.slots[k].take().expect("claimed once");
+        fill(data)?;
+        scratch.resize(data.len(), 0.0);
+        let send: &[f32] = data;
+        self.reqs[k] =
+            Some(self.world.immediate_all_reduce_into(self.scope, send, &mut scratch[..], SystemOperation::sum()));
+        self.progress();
+        Ok(())
+    }
+    fn progress(&mut self) {
+        // MPI_Test on every outstanding request: Open MPI advances non-blocking collectives only inside MPI calls.
+        for slot in self.reqs.iter_mut() {
+            if let Some(q) = slot.take() {
+                if let Err(q) = q.test() {
+                    *slot = Some(q);
+                }
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::backend::{Activation, Backend, BnShape, Conv1dShape, Reduce};
 use crate::error::Result;
+use crate::model::grad_ready::GradReady;
 use crate::model::params::{bn_tensors, BnIdx, Params};
 
 pub struct ConvBlock<B: Backend> {
@@ -100,7 +101,8 @@ impl<B: Backend> ConvBlock<B> {
     }
 
     /// Backward from dy (B, C_out, L) given the forward input x: dx (B, C_in, L) written (including the residual
-    /// path); the conv weight and BatchNorm gradients accumulated.
+    /// path); the conv weight and BatchNorm gradients accumulated. `hook` hears the conv weight, then the
+    /// BatchNorm's beta and gamma (reverse registration order), each as soon as its gradient is final.
     pub fn backward(
         &mut self,
         be: &B,
@@ -109,12 +111,14 @@ impl<B: Backend> ConvBlock<B> {
         dy: &B::Buf,
         dx: &mut B::Buf,
         red: &mut dyn Reduce,
+        hook: &mut dyn GradReady<B>,
     ) -> Result<()> {
         let c = self.cache.as_mut().expect("forward before backward");
         let shape =
             Conv1dShape { b: c.b, c_in: self.c_in, c_out: self.c_out, l: c.l, k: self.k, dilation: self.dilation };
         let bn_shape = BnShape { b: c.b, c: self.c_in, l: c.l };
         be.conv1d_bwd(shape, &c.act, &p.values[self.w], dy, &mut c.d_act, &mut p.grads[self.w])?;
+        hook.ready(be, p, self.w)?;
         be.activation_bwd(Activation::Gelu, &c.normed, &c.d_act, &mut c.d_normed)?;
         let (dgamma, dbeta) = two_mut(&mut p.grads, self.bn.gamma, self.bn.beta);
         be.batch_norm_bwd(
@@ -129,6 +133,8 @@ impl<B: Backend> ConvBlock<B> {
             dbeta,
             red,
         )?;
+        hook.ready(be, p, self.bn.beta)?;
+        hook.ready(be, p, self.bn.gamma)?;
         if self.residual {
             be.axpy(1.0, dy, dx)?;
         }

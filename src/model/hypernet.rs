@@ -12,6 +12,7 @@
 
 use crate::backend::{Activation, Backend, ChannelCopy, NoReduce};
 use crate::error::{MfdError, Result};
+use crate::model::grad_ready::GradReady;
 use crate::model::metadata::{EncodedVar, Group as MapGroup, MappingConfig, MetadataTable, Transform};
 use crate::model::mlp::Mlp;
 use crate::model::params::{Group, Init, ParamTable, Params};
@@ -226,11 +227,14 @@ impl<B: Backend> GroupNet<B> {
         self.w.as_ref().expect("allocated")
     }
 
-    /// Backward from dW (O, C); accumulates the hypernetwork's parameter gradients.
-    pub fn backward(&mut self, be: &B, p: &mut Params<B>, dw: &B::Buf) -> Result<()> {
+    /// Backward from dW (O, C); accumulates the hypernetwork's parameter gradients. `hook` hears every tensor of
+    /// the group once, as soon as its gradient is final, in reverse registration order: the interact MLP first,
+    /// then the variable modules last to first (they are independent, so walking them backwards changes no value).
+    pub fn backward(&mut self, be: &B, p: &mut Params<B>, dw: &B::Buf, hook: &mut dyn GradReady<B>) -> Result<()> {
         let o = self.o;
         if let Some(i) = self.free {
-            return be.axpy(1.0, dw, &mut p.grads[i]);
+            be.axpy(1.0, dw, &mut p.grads[i])?;
+            return hook.ready(be, p, i);
         }
         for v in self.vars.iter_mut() {
             be.zero(v.d_out_buf.as_mut().expect("allocated"))?;
@@ -255,11 +259,27 @@ impl<B: Backend> GroupNet<B> {
                 be.channel_copy(cc, dxin, self.vars[i].d_out_buf.as_mut().expect("allocated"), true)?;
                 ioff += d;
             }
+            Self::mlp_ready(be, p, mlp, hook)?;
         }
-        for v in self.vars.iter_mut() {
+        for v in self.vars.iter_mut().rev() {
             if let Some(m) = v.mlp.as_mut() {
                 m.backward(be, p, v.d_out_buf.as_ref().expect("allocated"), false, &mut NoReduce)?;
+                Self::mlp_ready(be, p, m, hook)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Tell `hook` that every tensor of `mlp` is final, in reverse registration order (per layer: BatchNorm beta,
+    /// gamma if any, then the linear's bias and weight; last layer first).
+    fn mlp_ready(be: &B, p: &Params<B>, mlp: &Mlp<B>, hook: &mut dyn GradReady<B>) -> Result<()> {
+        for (j, lin) in mlp.linears.iter().enumerate().rev() {
+            if let Some(Some(bn)) = mlp.bns.get(j) {
+                hook.ready(be, p, bn.beta)?;
+                hook.ready(be, p, bn.gamma)?;
+            }
+            hook.ready(be, p, lin.b)?;
+            hook.ready(be, p, lin.w)?;
         }
         Ok(())
     }
@@ -277,6 +297,7 @@ impl<B: Backend> GroupNet<B> {
 mod tests {
     use super::*;
     use crate::backend::cpu::CpuBackend;
+    use crate::model::grad_ready::NoHook;
 
     #[test]
     fn the_free_head_is_its_own_parameter_and_takes_the_gradient() {
@@ -291,8 +312,8 @@ mod tests {
         assert_eq!(h.bio.forward(&be, &mut p).unwrap(), &host[0]);
         assert_eq!(h.tech.forward(&be, &mut p).unwrap(), &host[1]);
         let dw: Vec<f32> = (0..o * c).map(|i| i as f32).collect();
-        h.bio.backward(&be, &mut p, &dw).unwrap();
-        h.bio.backward(&be, &mut p, &dw).unwrap();
+        h.bio.backward(&be, &mut p, &dw, &mut NoHook).unwrap();
+        h.bio.backward(&be, &mut p, &dw, &mut NoHook).unwrap();
         assert_eq!(p.grads[0], dw.iter().map(|v| 2.0 * v).collect::<Vec<f32>>());
         assert!(p.grads[1].iter().all(|&g| g == 0.0));
     }

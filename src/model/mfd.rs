@@ -6,6 +6,7 @@
 use crate::backend::{Activation, Backend, ChannelCopy, CorrShape, HeadShape, R2Shape, Reduce};
 use crate::config::{AdversaryConfig, ModelConfig};
 use crate::error::Result;
+use crate::model::grad_ready::{GradReady, NoHook};
 use crate::model::hypernet::HyperNet;
 use crate::model::metadata::{MappingConfig, MetadataTable};
 use crate::model::mlp::Mlp;
@@ -194,6 +195,24 @@ impl<B: Backend> Mfd<B> {
         use_corr: bool,
         red: &mut dyn Reduce,
     ) -> Result<LossTerms> {
+        self.model_loss_backward_hooked(be, tokens, labels, b, lambda, use_corr, red, &mut NoHook)
+    }
+
+    /// `model_loss_backward` telling `hook` about every model-group tensor once, as soon as its gradient is final
+    /// (`grad_ready` gives the order: the reverse of registration). The adversaries' gradients, a side effect
+    /// here, are not announced. Values are those of `model_loss_backward` whatever the hook does, as long as it
+    /// only reads gradients.
+    pub fn model_loss_backward_hooked(
+        &mut self,
+        be: &B,
+        tokens: &B::Bytes,
+        labels: &B::Bytes,
+        b: usize,
+        lambda: f32,
+        use_corr: bool,
+        red: &mut dyn Reduce,
+        hook: &mut dyn GradReady<B>,
+    ) -> Result<LossTerms> {
         self.forward_features(be, tokens, b, true, red)?;
         let hs = self.head_shape(b);
         let (c, n) = (self.c, b);
@@ -240,6 +259,11 @@ impl<B: Backend> Mfd<B> {
             &mut bufs.dw_bio,
             dbias,
         )?;
+        hook.ready(be, p, self.head_bias)?;
+        // dW of both groups is final now: back-propagate the hypernetworks before the trunk, so their gradient
+        // buckets can be reduced while the trunk's backward runs (tech first: reverse registration order).
+        self.hyper.tech.backward(be, p, &bufs.dw_tech, hook)?;
+        self.hyper.bio.backward(be, p, &bufs.dw_bio, hook)?;
         be.channel_copy(
             ChannelCopy { b, l: 1, c_src: 2 * c, src_off: 0, c_dst: c, dst_off: 0, n: c },
             &bufs.d_features,
@@ -310,9 +334,7 @@ impl<B: Backend> Mfd<B> {
             &mut bufs.d_features,
             false,
         )?;
-        self.trunk.backward(be, p, tokens, &bufs.d_features, red)?;
-        self.hyper.tech.backward(be, p, &bufs.dw_tech)?;
-        self.hyper.bio.backward(be, p, &bufs.dw_bio)?;
+        self.trunk.backward(be, p, tokens, &bufs.d_features, red, hook)?;
         Ok(LossTerms { bce, corr, r2_bio, r2_tech, loss })
     }
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::too_many_arguments)]
 
 pub mod block;
+pub mod grad_ready;
 pub mod hypernet;
 pub mod metadata;
 pub mod mfd;

@@ -9,6 +9,7 @@
 use crate::backend::{Backend, BnShape, CropShape, PoolShape, Reduce, StemShape};
 use crate::error::Result;
 use crate::model::block::{two_mut, ConvBlock};
+use crate::model::grad_ready::GradReady;
 use crate::model::params::{bn_tensors, BnIdx, Group, Init, ParamTable, Params};
 use crate::model::spec::{TrunkSpec, DILATED_K, STEM_K, TOWER_K};
 
@@ -190,6 +191,8 @@ impl<B: Backend> Trunk<B> {
     }
 
     /// Backward from d_features (B, 2C) through the last training-mode forward; accumulates parameter gradients.
+    /// `hook` hears every trunk tensor once, as soon as its gradient is final: layers last to first, inside a
+    /// layer in reverse registration order (so the whole walk is the reverse of registration).
     pub fn backward(
         &mut self,
         be: &B,
@@ -197,6 +200,7 @@ impl<B: Backend> Trunk<B> {
         tokens: &B::Bytes,
         d_features: &B::Buf,
         red: &mut dyn Reduce,
+        hook: &mut dyn GradReady<B>,
     ) -> Result<()> {
         let b = self.batch;
         let last = self.layers.len();
@@ -213,12 +217,14 @@ impl<B: Backend> Trunk<B> {
                     let s = StemShape { b, t: self.spec.t, c_out, k: STEM_K };
                     let (dw, dbias) = two_mut(&mut p.grads, *w, *bias);
                     be.stem_conv_bwd(s, tokens, dy, dw, dbias)?;
+                    hook.ready(be, p, *bias)?;
+                    hook.ready(be, p, *w)?;
                 }
-                Layer::Block(blk) => blk.backward(be, p, x, dy, dx, red)?,
+                Layer::Block(blk) => blk.backward(be, p, x, dy, dx, red, hook)?,
                 Layer::Dilated { k3, k1, mid, d_mid } => {
                     let (mid, d_mid) = (mid.as_ref().expect("allocated"), d_mid.as_mut().expect("allocated"));
-                    k1.backward(be, p, mid, dy, d_mid, red)?;
-                    k3.backward(be, p, x, d_mid, dx, red)?;
+                    k1.backward(be, p, mid, dy, d_mid, red, hook)?;
+                    k3.backward(be, p, x, d_mid, dx, red, hook)?;
                     be.axpy(1.0, dy, dx)?;
                 }
                 Layer::Pool { argmax } => {
@@ -230,6 +236,8 @@ impl<B: Backend> Trunk<B> {
                     let (dgamma, dbeta) = two_mut(&mut p.grads, bn.gamma, bn.beta);
                     let (sm, si) = (save_mean.as_ref().expect("allocated"), save_invstd.as_ref().expect("allocated"));
                     be.batch_norm_bwd(s, x, dy, &p.values[bn.gamma], sm, si, dx, dgamma, dbeta, red)?;
+                    hook.ready(be, p, bn.beta)?;
+                    hook.ready(be, p, bn.gamma)?;
                 }
             }
         }

@@ -16,10 +16,12 @@ use crate::data::dataset::Dataset;
 use crate::data::manifest::{SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL};
 use crate::data::sampler::{Augment, TrainSampler};
 use crate::data::window::{encode_batch, gather_labels};
+use crate::dist::buckets::Phase;
 use crate::dist::{Buckets, Comm, Field, StatsReduce};
 use crate::error::{IoContext, MfdError, Result};
+use crate::model::grad_ready::NoHook;
 use crate::model::metadata::{MappingConfig, MetadataTable};
-use crate::model::mfd::Mfd;
+use crate::model::mfd::{LossTerms, Mfd};
 use crate::model::params::Group;
 use crate::train::checkpoint::{self, Checkpoint, Position};
 use crate::train::evaluate::{evaluate_sharded, EvalResult};
@@ -261,60 +263,73 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
             let tokens = be.upload_bytes(&encode_batch(&ds, &plan, t)?)?;
             let labels = be.upload_bytes(&gather_labels(&ds, &plan.indices)?)?;
             model.params.zero_grads(be, Group::Model)?;
-            let mut red = StatsReduce::new(comm, global_stats);
-            let mut terms = model.model_loss_backward(
-                be,
-                &tokens,
-                &labels,
-                b_local,
-                lambda_bwd as f32,
-                cfg.loss.cov_and_adv,
-                &mut red,
-            )?;
-            // The loss as reported: with lambda, not the backward's lambda * W.
-            let indep = terms.r2_bio
-                + terms.r2_tech
-                + if cfg.loss.cov_and_adv || model.adv_bio.is_none() { terms.corr } else { 0.0 };
-            terms.loss = terms.bce + lambda as f32 * indep;
-            if !terms.loss.is_finite() {
-                return Err(MfdError::other(format!(
-                    "non-finite loss {} at epoch {} step {}",
-                    terms.loss, pos.epoch, pos.step_in_epoch
-                )));
-            }
             let model_step = pos.step_in_epoch % k_model == 0;
-            if model_step && world > 1 {
-                model_buckets.pack(be, &model.params)?;
-            }
-            // The adversary step runs while the model's gradient buckets are in flight.
+            let mut terms = LossTerms::default();
             let mut adv_loss = 0.0;
-            // Seconds of this step spent in gradient all-reduces and not hidden behind the adversary step.
-            let mut exposed_comm = 0.0f64;
-            let mut adversary_compute = 0.0f64;
-            let mut adversary_step = || -> Result<()> {
-                if model.adv_bio.is_some() {
-                    let t0 = Instant::now();
-                    model.params.zero_grads(be, Group::Adversary)?;
-                    let mut red = StatsReduce::new(comm, global_stats);
-                    adv_loss = model.adversary_loss_backward(be, b_local, &mut red)?;
-                    let t1 = Instant::now();
-                    adv_buckets.all_reduce(be, comm, &mut model.params, adv_scale)?;
-                    let t2 = Instant::now();
-                    opt_adv.update(be, &mut model.params)?;
-                    adversary_compute = (t1 - t0 + t2.elapsed()).as_secs_f64();
+            let (mut backward_compute, mut adversary_compute) = (0.0f64, 0.0f64);
+            // The step's work in two phases. Backward: the model loss; on a multi-rank model step the hook starts
+            // each gradient bucket's all-reduce as soon as its tensors are final, overlapped with the rest of the
+            // backward. During: the adversary step, while the model's buckets are still in flight.
+            let mut step_work = |phase: Phase<'_, B>| -> Result<()> {
+                match phase {
+                    Phase::Backward(hook) => {
+                        let t0 = Instant::now();
+                        let mut red = StatsReduce::new(comm, global_stats);
+                        terms = model.model_loss_backward_hooked(
+                            be,
+                            &tokens,
+                            &labels,
+                            b_local,
+                            lambda_bwd as f32,
+                            cfg.loss.cov_and_adv,
+                            &mut red,
+                            hook,
+                        )?;
+                        backward_compute = t0.elapsed().as_secs_f64();
+                        // The loss as reported: with lambda, not the backward's lambda * W.
+                        let indep = terms.r2_bio
+                            + terms.r2_tech
+                            + if cfg.loss.cov_and_adv || model.adv_bio.is_none() { terms.corr } else { 0.0 };
+                        terms.loss = terms.bce + lambda as f32 * indep;
+                        if !terms.loss.is_finite() {
+                            return Err(MfdError::other(format!(
+                                "non-finite loss {} at epoch {} step {}",
+                                terms.loss, pos.epoch, pos.step_in_epoch
+                            )));
+                        }
+                    }
+                    Phase::During if model.adv_bio.is_some() => {
+                        let t0 = Instant::now();
+                        model.params.zero_grads(be, Group::Adversary)?;
+                        let mut red = StatsReduce::new(comm, global_stats);
+                        adv_loss = model.adversary_loss_backward(be, b_local, &mut red)?;
+                        let t1 = Instant::now();
+                        adv_buckets.all_reduce(be, comm, &mut model.params, adv_scale)?;
+                        let t2 = Instant::now();
+                        opt_adv.update(be, &mut model.params)?;
+                        adversary_compute = (t1 - t0 + t2.elapsed()).as_secs_f64();
+                    }
+                    Phase::During => {}
                 }
                 Ok(())
             };
             let t_sync = Instant::now();
+            let mut hook_secs = 0.0;
             if model_step && world > 1 {
-                comm.sum_buckets(model_buckets.host_mut(), &mut adversary_step)?;
+                model_buckets.sum_overlapped(comm, &mut step_work)?;
                 model_buckets.unpack(be, &mut model.params, model_scale)?;
+                hook_secs = model_buckets.hook_seconds();
             } else {
-                adversary_step()?;
+                step_work(Phase::Backward(&mut NoHook))?;
+                step_work(Phase::During)?;
             }
-            if world > 1 {
-                exposed_comm = t_sync.elapsed().as_secs_f64() - adversary_compute;
-            }
+            // Seconds of this step spent in gradient all-reduces and not hidden behind compute: everything but
+            // the backward (less its hook: packing and starting buckets) and the adversary step's compute.
+            let exposed_comm = if world > 1 {
+                (t_sync.elapsed().as_secs_f64() - (backward_compute - hook_secs) - adversary_compute).max(0.0)
+            } else {
+                0.0
+            };
             if model_step {
                 opt_model.update(be, &mut model.params)?;
             }
