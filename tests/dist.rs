@@ -8,6 +8,8 @@
 //!   message naming the rank;
 //! - a checkpoint written by 2 ranks (3 steps) resumes on 1 rank (3 more) and matches the 6-step one-rank run;
 //! - with `dist.batch_stats = "local"` the ranks also stay identical (BatchNorm running statistics averaged);
+//! - the gradient buckets, started during the backward as each fills, give bit-identical parameters whatever
+//!   their size (`dist.bucket_mb` 0.01 vs 64);
 //! - evaluation sharded over 2 ranks gives the metrics of 1 rank (to `EVAL_TOL`): `mfd eval` of the validation
 //!   split, and the final test evaluation of a 2-rank `--resume` at the step limit (which trains nothing more).
 #![cfg(feature = "mpi")]
@@ -182,6 +184,27 @@ fn two_ranks_equal_one_rank_at_the_same_global_batch() {
     // Only rank 0 writes: one metrics line per step and one validation line (plus the test line).
     let metrics = std::fs::read_to_string(s.root.join("two/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), STEPS, "{metrics}");
+}
+
+/// The model's gradient buckets are started during its backward as each fills (`Buckets::sum_overlapped`): however
+/// the buckets are cut, every rank sums the same values, so one big bucket and many small ones (`train_args`'
+/// 0.01 MiB) give bit-identical parameters.
+#[test]
+fn bucket_size_does_not_change_the_parameters() {
+    let s = shared();
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |out: &str, mb: &str| {
+        let mut args = train_args(&s.root, out, 3);
+        args.extend(["--set".into(), format!("dist.bucket_mb={mb}")]);
+        run_ok(mpirun(2, &[]).args(args));
+        tensors(&s.root.join(out).join("checkpoints/last.safetensors"))
+    };
+    let (small, big) = (run("small_buckets", "0.01"), run("one_bucket", "64"));
+    assert_eq!(small.len(), big.len());
+    for ((na, va), (nb, vb)) in small.iter().zip(&big) {
+        assert_eq!(na, nb);
+        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs");
+    }
 }
 
 #[test]
