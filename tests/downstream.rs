@@ -438,11 +438,11 @@ fn integrated_gradients_are_exact_and_complete() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Synthetic truth. These need a model that has learned the synthetic motifs; the default training does not yet
-// reliably get there in a test's time, so they are ignored. Run them with a trained checkpoint:
-//   mfd train --out runs/default            # the embedded default: synthesizes runs/data/tiny, ~4 min on 2 cores
+// Synthetic truth. These need a model that has learned the synthetic motifs: without MFD_CHECKPOINT the first of
+// them trains the embedded default in place (runs/default, about 2-3 min on 2 cores), once per test process. With
+// another checkpoint:
 //   MFD_CHECKPOINT=runs/default/checkpoints/last.safetensors \
-//     cargo test --test downstream synthetic -- --ignored --nocapture
+//     cargo test --release --test downstream synthetic -- --include-ignored --nocapture
 // The checkpoint's config names its dataset; the synthetic inputs and truth are in <dataset>/../synth/.
 
 fn spearman(a: &[f64], b: &[f64]) -> f64 {
@@ -505,12 +505,10 @@ fn synthetic() -> Synthetic {
     Synthetic { inf: Inference::load(&ckpt, None).unwrap(), synth, ckpt }
 }
 
-/// Biological VEPs (logit, mean over classes) of motif-breaking variants rank like the true mean delta z_bio, and
-/// GC-only variants have biological VEPs near zero.
-#[test]
-#[ignore = "needs a trained checkpoint: MFD_CHECKPOINT=... cargo test --test downstream synthetic -- --ignored"]
-fn synthetic_vep_tracks_true_delta_z_bio() {
-    let mut sy = synthetic();
+/// Biological VEPs (logit, mean over classes) of the motif variants and the truth: (Spearman of bio VEP vs the true
+/// mean delta z_bio over motif-breaking and motif-creating variants, their count, median |bio VEP| of GC-only
+/// variants, median |bio VEP| of motif-breaking variants).
+fn synthetic_vep_summary(sy: &mut Synthetic) -> (f64, usize, f64, f64) {
     let genome = Genome::Fasta(IndexedFasta::open(&sy.synth.join("genome.fa")).unwrap());
     let truth = mfd::downstream::table::Table::read(&sy.synth.join("truth/variants.tsv")).unwrap();
     let (ci, cc, cd) = (truth.col("id").unwrap(), truth.col("class").unwrap(), truth.col("mean_dz_bio").unwrap());
@@ -556,14 +554,33 @@ fn synthetic_vep_tracks_true_delta_z_bio() {
         sy.ckpt.display(),
         vb.len()
     );
+    (rho, vb.len(), m_gc, m_mb)
+}
+
+/// Biological VEPs (logit, mean over classes) of motif-breaking and motif-creating variants rank like the true
+/// mean delta z_bio. Measured: 0.360 with the embedded default's checkpoint (test AUROC 0.715), 0.310 with a
+/// free-output-layer model (0.803).
+#[test]
+fn synthetic_vep_tracks_true_delta_z_bio() {
+    let (rho, n, _, _) = synthetic_vep_summary(&mut synthetic());
+    assert!(n >= 50, "only {n} motif variants scored");
     assert!(rho > 0.3, "Spearman {rho}");
+}
+
+/// GC-only variants have biological VEPs near zero (a quarter of the motif-breaking ones at most). This needs a
+/// model whose biological half has shed GC (disentanglement, issue 3 item 6): the default's checkpoint gives a
+/// ratio of 0.49.
+#[test]
+#[ignore = "needs a disentangled checkpoint: the default's gc_only / motif_breaking |bio VEP| is 0.49 (limit 0.25)"]
+fn synthetic_gc_only_variants_have_small_biological_veps() {
+    let (_, _, m_gc, m_mb) = synthetic_vep_summary(&mut synthetic());
     assert!(m_gc < 0.25 * m_mb, "gc_only |bio VEP| {m_gc} vs motif_breaking {m_mb}");
 }
 
 /// The attribution of the biological feature most moved by motif-breaking variants peaks on planted motifs: mean
-/// |score| within the site exceeds the flanks (20-30 bp away).
+/// |score| within the site exceeds the flanks (20-30 bp away). Measured core / flank: 1.79 with the embedded
+/// default's checkpoint, 3.11 with a free-output-layer model.
 #[test]
-#[ignore = "needs a trained checkpoint: MFD_CHECKPOINT=... cargo test --test downstream synthetic -- --ignored"]
 fn synthetic_attribution_peaks_on_planted_motifs() {
     use mfd::downstream::attribute::{motif_profile, read_sites, window_scores};
     use mfd::downstream::ig::SoftTrunk;
