@@ -4,7 +4,8 @@
 //!
 //! Runs the real binary with the default config, redirected into a temp dir, and with the wall-clock cap off
 //! (`train.max_seconds = 0`) so that the run stops by its epoch count and the result does not depend on the
-//! speed of the machine. Takes a few minutes on 2 cores.
+//! speed of the machine. Takes a few minutes on 2 cores. `MFD_E2E_EPOCHS=80` trains the same default for 80 epochs
+//! (about 12 min on 2 cores; docs/LEARNING.md), which met the target at 0.8398 = 0.9007 x oracle.
 
 use serde_json::Value;
 use std::process::Command;
@@ -15,7 +16,7 @@ fn read_json(path: &std::path::Path) -> Value {
 }
 
 #[test]
-#[ignore = "target not yet met: the default reaches test AUROC 0.715-0.751 = 0.77-0.81 x oracle 0.932; docs/LEARNING.md"]
+#[ignore = "not met in the default's 16 epochs (0.715 = 0.77 x oracle 0.932); 80 epochs give 0.8398 = 0.90 x: docs/LEARNING.md"]
 fn default_run_learns_to_90_percent_of_the_oracle() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data/dataset");
@@ -25,6 +26,11 @@ fn default_run_learns_to_90_percent_of_the_oracle() {
         .args(["--set", &format!("data.dataset={}", data.display())])
         .args(["--set", &format!("train.out={}", run.display())])
         .args(["--set", "train.max_seconds=0"])
+        .args(
+            std::env::var("MFD_E2E_EPOCHS")
+                .map(|e| vec!["--set".to_string(), format!("train.epochs={e}")])
+                .unwrap_or_default(),
+        )
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
