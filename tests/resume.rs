@@ -62,3 +62,25 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!(meta("full"), "6");
     assert_eq!(meta("split"), "6");
 }
+
+/// `--resume` of a run that stopped at `train.max_steps` trains nothing more: the step count, the last checkpoint
+/// (byte for byte) and the logged training steps stay as they were (the loop used to train one step before
+/// checking the limit).
+#[test]
+fn resume_at_the_step_limit_trains_no_extra_step() {
+    const STEPS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut cfg = cfg(root, "run", STEPS);
+    cfg.train.log_every = 1;
+    let first = run(&cfg, &TrainOptions { resume: false, skip_final_eval: true }).unwrap();
+    assert_eq!(first.steps, STEPS as u64);
+    let last = root.join("run/checkpoints/last.safetensors");
+    let before = std::fs::read(&last).unwrap();
+    let resumed = run(&cfg, &TrainOptions { resume: true, skip_final_eval: true }).unwrap();
+    assert_eq!(resumed.steps, STEPS as u64, "the resumed run trained past train.max_steps");
+    assert!(std::fs::read(&last).unwrap() == before, "the resumed run rewrote last.safetensors");
+    let metrics = std::fs::read_to_string(root.join("run/metrics.jsonl")).unwrap();
+    let train_lines = metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count();
+    assert_eq!(train_lines, STEPS, "{metrics}");
+}

@@ -278,39 +278,9 @@ mod tests {
     /// A tiny model (C = 4, T = 128, O = 5) with hypernetworks (one variable in both direct and interact, a null
     /// transform, embed, linear and multihot modules) or the free head, and one batch for it.
     fn tiny_model(metadata: bool) -> (CpuBackend, Mfd<CpuBackend>, Vec<u8>, Vec<u8>) {
-        const MAPPING: &str = r#"
-[variables.target]
-type = "category"
-transform = "multihot"
-[variables.tissue]
-type = "category"
-transform = "embed"
-dim = 2
-[variables.age]
-type = "float"
-transform = "null"
-[variables.assay]
-type = "category"
-transform = "multihot"
-[variables.date]
-type = "date.year"
-transform = "linear"
-dim = 2
-[biological]
-direct = ["target"]
-interact = ["tissue", "age"]
-out_dim = 3
-[technical]
-direct = ["assay"]
-interact = ["assay", "date"]
-out_dim = 2
-"#;
-        const METADATA: &str = "id\ttarget\ttissue\tage\tassay\tdate\n\
-            E0\tCTCF\tliver\t30\tChIP\t2012-01-01\n\
-            E1\tDNA\tliver,blood\t40\tDNase\t2016-05-05\n\
-            E2\tCTCF\tbrain\t50\tChIP\t2016-03-03\n\
-            E3\tDNA\tblood\t35\tDNase\t2020-02-02\n\
-            E4\tDNA\tbrain\t45\tChIP\t2012-07-07\n";
+        // The tiny whole-model tests' metadata (tests/data), shared with tests/model_grad.rs and tests/cuda_step.rs.
+        const MAPPING: &str = include_str!("../../tests/data/tiny_mapping.toml");
+        const METADATA: &str = include_str!("../../tests/data/tiny_metadata.tsv");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metadata.tsv");
         std::fs::write(&path, METADATA).unwrap();

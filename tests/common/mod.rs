@@ -148,42 +148,7 @@ pub fn read_u8(path: &Path, kind: &str) -> (Vec<u64>, Vec<u8>) {
 
 /// Metadata mapping of the tiny whole-model tests (tests/model_grad.rs, tests/cuda_step.rs): every variable type
 /// and transform, both groups.
-pub const TINY_MAPPING: &str = r#"
-[variables.target]
-type = "category"
-transform = "multihot"
-[variables.tissue]
-type = "category"
-transform = "embed"
-dim = 2
-[variables.age]
-type = "float"
-transform = "null"
-[variables.assay]
-type = "category"
-transform = "multihot"
-[variables.lab]
-type = "category"
-transform = "multihot"
-[variables.date]
-type = "date.year"
-transform = "linear"
-dim = 2
-[biological]
-direct = ["target"]
-interact = ["tissue", "age"]
-out_dim = 3
-[technical]
-direct = ["assay"]
-interact = ["assay", "lab", "date"]
-out_dim = 2
-"#;
+pub const TINY_MAPPING: &str = include_str!("../data/tiny_mapping.toml");
 
 /// The metadata table (O = 5) for `TINY_MAPPING`.
-pub const TINY_METADATA: &str = "id\ttarget\ttissue\tage\tassay\tlab\tdate
-E0\tCTCF\tliver\t30\tChIP\tlabA\t2012-01-01
-E1\tDNA\tliver,blood\t40\tDNase\tlabB\t2016-05-05
-E2\tCTCF\tbrain\t50\tChIP\tlabA\t2016-03-03
-E3\tDNA\tblood\t35\tDNase\tlabC\t2020-02-02
-E4\tDNA\tbrain\t45\tChIP\tlabB\t2012-07-07
-";
+pub const TINY_METADATA: &str = include_str!("../data/tiny_metadata.tsv");
