@@ -11,45 +11,17 @@
 use mfd::backend::cpu::CpuBackend;
 use mfd::backend::cuda::CudaBackend;
 use mfd::backend::{AdamConfig, Backend, NoReduce};
-use mfd::config::{AdversaryConfig, ModelConfig};
-use mfd::model::metadata::{MappingConfig, MetadataTable};
-use mfd::model::mfd::Mfd;
 use mfd::model::params::Group;
 use mfd::rng::Rng;
 use mfd::train::optim::AmsGrad;
-use std::path::Path;
 
 mod common;
-use common::{TINY_MAPPING as MAPPING, TINY_METADATA as METADATA};
 
 const B: usize = 6;
 
 /// Loss terms, gradients (model group, then adversary group) and updated parameters of one step on `be`.
 fn one_step<Be: Backend>(be: &Be, tokens: &[u8], labels: &[u8]) -> Vec<(String, Vec<f32>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("metadata.tsv");
-    std::fs::write(&p, METADATA).unwrap();
-    let classes: Vec<String> = (0..5).map(|i| format!("E{i}")).collect();
-    let table = MetadataTable::load(&p, &classes).unwrap();
-    let mapping = MappingConfig::parse(MAPPING, Path::new("mapping.toml")).unwrap();
-    let mcfg = ModelConfig {
-        c: 4,
-        seq_len: 128,
-        crop: 0,
-        tower_layers: 6,
-        dilated_layers: 2,
-        dilation_growth: 1.5,
-        metadata: true,
-    };
-    let acfg = AdversaryConfig {
-        enabled: true,
-        hidden: 8,
-        layers: 2,
-        shared_predictor: false,
-        lr: 1e-3,
-        steps_per_model_step: 1,
-    };
-    let mut m = Mfd::new(be, &mcfg, &acfg, &mapping, &table, 8, 3).unwrap();
+    let mut m = common::tiny_mfd(be, false);
     let (t, l) = (be.upload_bytes(tokens).unwrap(), be.upload_bytes(labels).unwrap());
     let mut out = Vec::new();
     m.params.zero_grads(be, Group::Model).unwrap();

@@ -8,45 +8,18 @@
 
 use mfd::backend::cpu::CpuBackend;
 use mfd::backend::{Backend, NoReduce};
-use mfd::config::{AdversaryConfig, ModelConfig};
-use mfd::model::metadata::{MappingConfig, MetadataTable};
 use mfd::model::mfd::Mfd;
 use mfd::model::params::Group;
 use mfd::rng::Rng;
-use std::path::Path;
 
 mod common;
-use common::{TINY_MAPPING as MAPPING, TINY_METADATA as METADATA};
 
 const B: usize = 6;
 
-fn tiny_model(shared: bool) -> (CpuBackend, Mfd<CpuBackend>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("metadata.tsv");
-    std::fs::write(&p, METADATA).unwrap();
-    let classes: Vec<String> = (0..5).map(|i| format!("E{i}")).collect();
-    let table = MetadataTable::load(&p, &classes).unwrap();
-    let mapping = MappingConfig::parse(MAPPING, Path::new("mapping.toml")).unwrap();
-    let mcfg = ModelConfig {
-        c: 4,
-        seq_len: 128,
-        crop: 0,
-        tower_layers: 6,
-        dilated_layers: 2,
-        dilation_growth: 1.5,
-        metadata: true,
-    };
-    let acfg = AdversaryConfig {
-        enabled: true,
-        hidden: 8,
-        layers: 2,
-        shared_predictor: shared,
-        lr: 1e-3,
-        steps_per_model_step: 1,
-    };
+fn tiny_model(shared: bool) -> (CpuBackend, Mfd<CpuBackend>) {
     let be = CpuBackend;
-    let model = Mfd::new(&be, &mcfg, &acfg, &mapping, &table, 8, 3).unwrap();
-    (be, model, dir)
+    let model = common::tiny_mfd(&be, shared);
+    (be, model)
 }
 
 fn batch(be: &CpuBackend, seed: u64) -> (Vec<u8>, <CpuBackend as Backend>::Bytes, <CpuBackend as Backend>::Bytes) {
@@ -94,7 +67,7 @@ fn agrees(fd: f64, analytic: f64) -> bool {
 
 #[test]
 fn model_loss_gradient_matches_finite_differences() {
-    let (be, mut m, _dir) = tiny_model(false);
+    let (be, mut m) = tiny_model(false);
     let (_tok, t, l) = batch(&be, 11);
     model_loss(&be, &mut m, &t, &l);
     let grads = m.params.grads_to_host(&be).unwrap();
@@ -129,7 +102,7 @@ fn model_loss_gradient_matches_finite_differences() {
 #[test]
 fn adversary_loss_gradient_matches_finite_differences() {
     for shared in [false, true] {
-        let (be, mut m, _dir) = tiny_model(shared);
+        let (be, mut m) = tiny_model(shared);
         let (_tok, t, l) = batch(&be, 12);
         model_loss(&be, &mut m, &t, &l);
         m.params.zero_grads(&be, Group::Adversary).unwrap();

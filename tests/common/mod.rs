@@ -152,3 +152,34 @@ pub const TINY_MAPPING: &str = include_str!("../data/tiny_mapping.toml");
 
 /// The metadata table (O = 5) for `TINY_MAPPING`.
 pub const TINY_METADATA: &str = include_str!("../data/tiny_metadata.tsv");
+
+/// The tiny whole model (C = 4, T = 128, O = 5, adversary hidden 8, seed 3) on `TINY_MAPPING` / `TINY_METADATA`,
+/// with label rows of 8 bits; `shared` sets `adversary.shared_predictor`.
+pub fn tiny_mfd<B: mfd::backend::Backend>(be: &B, shared: bool) -> mfd::model::mfd::Mfd<B> {
+    use mfd::config::{AdversaryConfig, ModelConfig};
+    use mfd::model::metadata::{MappingConfig, MetadataTable};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("metadata.tsv");
+    std::fs::write(&p, TINY_METADATA).unwrap();
+    let classes: Vec<String> = (0..5).map(|i| format!("E{i}")).collect();
+    let table = MetadataTable::load(&p, &classes).unwrap();
+    let mapping = MappingConfig::parse(TINY_MAPPING, Path::new("mapping.toml")).unwrap();
+    let mcfg = ModelConfig {
+        c: 4,
+        seq_len: 128,
+        crop: 0,
+        tower_layers: 6,
+        dilated_layers: 2,
+        dilation_growth: 1.5,
+        metadata: true,
+    };
+    let acfg = AdversaryConfig {
+        enabled: true,
+        hidden: 8,
+        layers: 2,
+        shared_predictor: shared,
+        lr: 1e-3,
+        steps_per_model_step: 1,
+    };
+    mfd::model::mfd::Mfd::new(be, &mcfg, &acfg, &mapping, &table, 8, 3).unwrap()
+}
