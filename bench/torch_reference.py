@@ -417,8 +417,13 @@ def check(args):
             if n.startswith("adversary.") and f"adv_grad.{n}" in dump:
                 ours_g[n] = torch.from_numpy(dump[f"adv_grad.{n}"].astype(np.float32))
         params32 = [(n, p.detach().float()) for n, p in named]
-        new = adam_step([q for q in params32 if not q[0].startswith("adversary.")], ours_g, "model", lr, wd, ometa,
-                        ostate)
+        # The metadata hypernetworks (hyper.*) step at lr x train.hyper_lr_scale (1 when the config predates it).
+        hyper_lr = lr * cfg["train"].get("hyper_lr_scale", 1.0)
+        trunk = [q for q in params32 if not q[0].startswith(("adversary.", "hyper."))]
+        hyper = [q for q in params32 if q[0].startswith("hyper.")]
+        new = adam_step(trunk, ours_g, "model", lr, wd, ometa, ostate)
+        if hyper:
+            new.update(adam_step(hyper, ours_g, "model", hyper_lr, wd, ometa, ostate))
         if model.adversary is not None:
             new.update(adam_step([q for q in params32 if q[0].startswith("adversary.")], ours_g, "adversary", alr, wd,
                                  ometa, ostate))

@@ -92,6 +92,11 @@ pub struct TrainConfig {
     /// Global batch size B (split over ranks).
     pub batch_size: usize,
     pub lr: f64,
+    /// Learning rate of the metadata hypernetworks (parameters named `hyper.*`) as a multiple of `lr`. The
+    /// hypernetworks move every output weight at once, so at the trunk's lr they change W 10-50x more per step
+    /// than a free output layer would (docs/LEARNING.md section 7). 1 = the reference (one lr for the model).
+    #[serde(default = "one_f64")]
+    pub hyper_lr_scale: f64,
     #[serde(default)]
     pub weight_decay: f64,
     pub epochs: usize,
@@ -140,6 +145,9 @@ fn three() -> usize {
 }
 fn six() -> usize {
     6
+}
+fn one_f64() -> f64 {
+    1.0
 }
 fn fifty() -> usize {
     50
@@ -214,6 +222,9 @@ impl Config {
         }
         if self.train.lr.is_nan() || self.train.lr <= 0.0 {
             return Err(MfdError::config("train.lr", "must be > 0"));
+        }
+        if !(self.train.hyper_lr_scale.is_finite() && self.train.hyper_lr_scale > 0.0) {
+            return Err(MfdError::config("train.hyper_lr_scale", "must be a finite number > 0 (1 = the model's lr)"));
         }
         if self.loss.lambda_indep < 0.0 {
             return Err(MfdError::config("loss.lambda_indep", "must be >= 0"));

@@ -22,6 +22,7 @@ fn cfg(root: &Path, out: &str, max_steps: usize) -> Config {
             "train.batch_size=16".into(),
             "train.epochs=3".into(),
             "train.max_seconds=0".into(),
+            "train.hyper_lr_scale=0.1".into(),
             format!("train.max_steps={max_steps}"),
             format!("train.out={}", toml::Value::String(root.join(out).to_string_lossy().into_owned())),
         ],

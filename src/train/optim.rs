@@ -2,8 +2,22 @@
 //! the adversary optimiser are separate, as in the reference (mfd-spec.md 4.4, 5). State lives on the backend.
 
 use crate::backend::{AdamConfig, Backend};
+use crate::config::Config;
 use crate::error::Result;
 use crate::model::params::{Group, Params};
+
+/// Prefix of the metadata hypernetworks' parameter names, whose lr `train.hyper_lr_scale` scales.
+pub const HYPER_PREFIX: &str = "hyper.";
+
+/// The trainer's two optimisers from a config: the model's (lr `train.lr`, the hypernetworks at
+/// `train.lr * train.hyper_lr_scale`) and the adversaries' (`adversary.lr`).
+pub fn optimisers<B: Backend>(be: &B, params: &Params<B>, cfg: &Config) -> Result<(AmsGrad<B>, AmsGrad<B>)> {
+    let adam = |lr: f64| AdamConfig { lr, weight_decay: cfg.train.weight_decay, ..AdamConfig::default() };
+    let mut model = AmsGrad::new(be, params, Group::Model, adam(cfg.train.lr))?;
+    model.scale_lr(params, HYPER_PREFIX, cfg.train.hyper_lr_scale);
+    let adversary = AmsGrad::new(be, params, Group::Adversary, adam(cfg.adversary.lr))?;
+    Ok((model, adversary))
+}
 
 pub struct AmsGrad<B: Backend> {
     pub cfg: AdamConfig,
@@ -12,6 +26,8 @@ pub struct AmsGrad<B: Backend> {
     pub step: u64,
     /// Moments of every tensor of the group.
     pub state: Vec<Moments<B::Buf>>,
+    /// Learning-rate multiplier of each entry of `state` (1 unless `scale_lr` changed it).
+    pub lr_scale: Vec<f64>,
 }
 
 /// First moment, second moment and running max of the second moment of parameter `index` (device or host).
@@ -32,16 +48,30 @@ impl<B: Backend> AmsGrad<B> {
                 state.push(Moments { index: i, m: be.alloc(n)?, v: be.alloc(n)?, vmax: be.alloc(n)? });
             }
         }
-        Ok(AmsGrad { cfg, group, step: 0, state })
+        let lr_scale = vec![1.0; state.len()];
+        Ok(AmsGrad { cfg, group, step: 0, state, lr_scale })
+    }
+
+    /// Multiply the learning rate of every tensor whose name starts with `prefix` by `factor`; returns how many.
+    pub fn scale_lr(&mut self, params: &Params<B>, prefix: &str, factor: f64) -> usize {
+        let mut n = 0;
+        for (st, scale) in self.state.iter().zip(self.lr_scale.iter_mut()) {
+            if params.table.specs[st.index].name.starts_with(prefix) {
+                *scale *= factor;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// One update of every tensor of the group from its gradient.
     pub fn update(&mut self, be: &B, params: &mut Params<B>) -> Result<()> {
         self.step += 1;
-        for st in self.state.iter_mut() {
+        for (st, &scale) in self.state.iter_mut().zip(&self.lr_scale) {
             let i = st.index;
+            let cfg = AdamConfig { lr: self.cfg.lr * scale, ..self.cfg };
             be.amsgrad_step(
-                &self.cfg,
+                &cfg,
                 self.step,
                 &mut params.values[i],
                 &params.grads[i],

@@ -13,7 +13,7 @@
 //! mode uses the checkpoint's running statistics and, having no backward in eval mode, writes no gradients.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{AdamConfig, Backend, NoReduce};
+use crate::backend::{Backend, NoReduce};
 use crate::config::Config;
 use crate::data::binfile::write_atomic;
 use crate::data::dataset::{get_bit, set_bit, Dataset};
@@ -24,7 +24,7 @@ use crate::model::mfd::Mfd;
 use crate::model::params::Group;
 use crate::rng::Rng;
 use crate::train::checkpoint::{self, Checkpoint};
-use crate::train::optim::AmsGrad;
+use crate::train::optim::optimisers;
 use crate::train::trainer::load_metadata;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -341,9 +341,7 @@ pub fn step_dump(ld: &mut Loaded, batch: &Batch, mode: Mode, source: &Path) -> R
             }
         }
         let cfg = &ld.cfg;
-        let adam = |lr: f64| AdamConfig { lr, weight_decay: cfg.train.weight_decay, ..AdamConfig::default() };
-        let mut opt_model = AmsGrad::new(&be, &m.params, Group::Model, adam(cfg.train.lr))?;
-        let mut opt_adv = AmsGrad::new(&be, &m.params, Group::Adversary, adam(cfg.adversary.lr))?;
+        let (mut opt_model, mut opt_adv) = optimisers(&be, &m.params, cfg)?;
         if let Some((s, mo)) = &ld.ck.model_opt {
             opt_model.load_host(&be, *s, mo)?;
         }

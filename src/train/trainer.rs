@@ -10,7 +10,7 @@
 //! batch, and applies the same all-reduced gradients, so all ranks keep identical tensors; rank 0 alone writes.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{AdamConfig, Backend};
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::data::dataset::Dataset;
 use crate::data::manifest::{SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL};
@@ -25,7 +25,7 @@ use crate::model::mfd::{LossTerms, Mfd};
 use crate::model::params::Group;
 use crate::train::checkpoint::{self, Checkpoint, Position};
 use crate::train::evaluate::{evaluate_sharded, EvalResult};
-use crate::train::optim::AmsGrad;
+use crate::train::optim::optimisers;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -175,9 +175,7 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
     let mut log = MetricsLog::open(&metrics_path, rank0)?;
 
     let mut model = Mfd::new(be, &cfg.model, &cfg.adversary, &mapping, &table, ds.label_row_bytes(), cfg.train.seed)?;
-    let adam = |lr: f64| AdamConfig { lr, weight_decay: cfg.train.weight_decay, ..AdamConfig::default() };
-    let mut opt_model = AmsGrad::new(be, &model.params, Group::Model, adam(cfg.train.lr))?;
-    let mut opt_adv = AmsGrad::new(be, &model.params, Group::Adversary, adam(cfg.adversary.lr))?;
+    let (mut opt_model, mut opt_adv) = optimisers(be, &model.params, cfg)?;
     let mut pos = Position::default();
     let last_path = ck_dir.join("last.safetensors");
     let mut best: Vec<(f64, PathBuf)> = Vec::new();
