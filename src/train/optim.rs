@@ -52,16 +52,13 @@ impl<B: Backend> AmsGrad<B> {
         Ok(AmsGrad { cfg, group, step: 0, state, lr_scale })
     }
 
-    /// Multiply the learning rate of every tensor whose name starts with `prefix` by `factor`; returns how many.
-    pub fn scale_lr(&mut self, params: &Params<B>, prefix: &str, factor: f64) -> usize {
-        let mut n = 0;
+    /// Multiply the learning rate of every tensor whose name starts with `prefix` by `factor`.
+    pub fn scale_lr(&mut self, params: &Params<B>, prefix: &str, factor: f64) {
         for (st, scale) in self.state.iter().zip(self.lr_scale.iter_mut()) {
             if params.table.specs[st.index].name.starts_with(prefix) {
                 *scale *= factor;
-                n += 1;
             }
         }
-        n
     }
 
     /// One update of every tensor of the group from its gradient.

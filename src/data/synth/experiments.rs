@@ -240,10 +240,11 @@ pub fn make_experiments(bio: &Biology, p: &Preset, seed: u64) -> (Vec<Lab>, Vec<
     (labs, exps)
 }
 
-/// Sign of lab l's GC bias alpha: + + - - repeating, so that in the tiny preset (4 labs, 6 tissues) the two labs
-/// that share a home tissue (l and l + 2) have opposite signs and the tissue does not give the sign away.
+/// Sign of lab l's GC bias alpha, alternating. Lab l's home tissues are l and l + n_labs (mod the tissue count,
+/// or the next tissue when they coincide), so when n_labs is a multiple of the tissue count (tiny: 6 labs, 6
+/// tissues; genome: 24) every tissue's home labs include both signs and the tissue does not give the sign away.
 fn gc_sign(l: usize) -> f64 {
-    if l % 4 < 2 {
+    if l % 2 == 0 {
         1.0
     } else {
         -1.0
@@ -331,12 +332,22 @@ mod tests {
         let bio = Biology::new().unwrap();
         for name in ["tiny", "bench", "genome"] {
             let p = preset(name).unwrap();
-            let (_, exps) = make_experiments(&bio, &p, 1);
+            let (labs, exps) = make_experiments(&bio, &p, 1);
             let mean = exps.iter().map(|e| e.theta_gc as f64).sum::<f64>() / exps.len() as f64;
             assert!(mean.abs() < 1e-5, "{name}: mean theta_gc {mean}");
             let pos = exps.iter().filter(|e| e.theta_gc > 0.3).count();
             let neg = exps.iter().filter(|e| e.theta_gc < -0.3).count();
             assert!(pos >= exps.len() / 5 && neg >= exps.len() / 5, "{name}: {pos} > 0.3, {neg} < -0.3");
+            if p.n_labs % bio.tissues.len() == 0 {
+                // Every tissue has home labs of both signs.
+                for t in 0..bio.tissues.len() {
+                    let signs: Vec<bool> = (0..p.n_labs)
+                        .filter(|&l| labs[l].home_tissues.contains(&t))
+                        .map(|l| labs[l].alpha > 0.0)
+                        .collect();
+                    assert!(signs.contains(&true) && signs.contains(&false), "{name}: tissue {t} home labs {signs:?}");
+                }
+            }
         }
     }
 }

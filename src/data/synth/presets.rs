@@ -96,7 +96,7 @@ pub fn preset(name: &str) -> Result<Preset> {
             // Lengths deliberately not multiples of 128 (the partial last tile is not on the grid).
             contigs: contigs(&[("chr1", 1_600_037), ("chr2", 1_400_013), ("chr9", 450_101), ("chr10", 400_077)]),
             n_experiments: 24,
-            n_labs: 4,
+            n_labs: 6, // a multiple of the 6 tissues: each tissue has home labs of both GC-bias signs
             n_held_out: 2,
             element_spacing: 800,
             chunk_bases: 1 << 18,
