@@ -568,8 +568,8 @@ fn synthetic_vep_summary(sy: &mut Synthetic) -> (f64, usize, f64, f64) {
 }
 
 /// Biological VEPs (logit, mean over classes) of motif-breaking and motif-creating variants rank like the true
-/// mean delta z_bio. Measured: 0.506 over 104 motif variants on the default's checkpoint (test AUROC 0.8508);
-/// earlier defaults: 0.645 after 80 epochs at lr 3e-3 (0.8398), 0.360 after 16 (0.715).
+/// mean delta z_bio. Measured: 0.642 over 104 motif variants on the default's checkpoint (tiny-v3 data, test
+/// AUROC 0.870); on tiny-v2: 0.506 (0.851), and 0.645 / 0.360 for older defaults (80 / 16 epochs at lr 3e-3).
 #[test]
 fn synthetic_vep_tracks_true_delta_z_bio() {
     let (rho, n, _, _) = synthetic_vep_summary(&mut synthetic());
@@ -578,9 +578,9 @@ fn synthetic_vep_tracks_true_delta_z_bio() {
 }
 
 /// GC-only variants have biological VEPs near zero (a quarter of the motif-breaking ones at most). This needs a
-/// model whose biological half has shed GC: measured on the default's checkpoint, median |bio VEP| 0.0251 for
-/// GC-only and 0.1337 for motif-breaking variants (ratio 0.19; 0.087 with the hypernetworks at 0.03 x); the old
-/// 16-epoch default at lr 3e-3 gave 0.49.
+/// model whose biological half has shed GC: measured on the default's checkpoint (tiny-v3), median |bio VEP|
+/// 0.0080 for GC-only and 0.1886 for motif-breaking variants (ratio 0.042); on tiny-v2 the ratio was 0.19, and
+/// 0.49 with the old 16-epoch default at lr 3e-3.
 #[test]
 fn synthetic_gc_only_variants_have_small_biological_veps() {
     let (_, _, m_gc, m_mb) = synthetic_vep_summary(&mut synthetic());
@@ -588,8 +588,8 @@ fn synthetic_gc_only_variants_have_small_biological_veps() {
 }
 
 /// The attribution of the biological feature most moved by motif-breaking variants peaks on planted motifs: mean
-/// |score| within the site exceeds the flanks (20-30 bp away). Measured core / flank: 2.87 on the default's
-/// checkpoint; the old default gave 2.19 after 80 epochs and 1.79 after 16.
+/// |score| within the site exceeds the flanks (20-30 bp away). Measured core / flank: 3.81 on the default's
+/// checkpoint (tiny-v3); 2.87 on tiny-v2, and 2.19 / 1.79 for the old default after 80 / 16 epochs.
 #[test]
 fn synthetic_attribution_peaks_on_planted_motifs() {
     use mfd::downstream::attribute::{motif_profile, read_sites, window_scores};

@@ -244,7 +244,7 @@ pub fn make_experiments(bio: &Biology, p: &Preset, seed: u64) -> (Vec<Lab>, Vec<
 /// or the next tissue when they coincide), so when n_labs is a multiple of the tissue count (tiny: 6 labs, 6
 /// tissues; genome: 24) every tissue's home labs include both signs and the tissue does not give the sign away.
 fn gc_sign(l: usize) -> f64 {
-    if l % 2 == 0 {
+    if l.is_multiple_of(2) {
         1.0
     } else {
         -1.0
@@ -338,7 +338,7 @@ mod tests {
             let pos = exps.iter().filter(|e| e.theta_gc > 0.3).count();
             let neg = exps.iter().filter(|e| e.theta_gc < -0.3).count();
             assert!(pos >= exps.len() / 5 && neg >= exps.len() / 5, "{name}: {pos} > 0.3, {neg} < -0.3");
-            if p.n_labs % bio.tissues.len() == 0 {
+            if p.n_labs.is_multiple_of(bio.tissues.len()) {
                 // Every tissue has home labs of both signs.
                 for t in 0..bio.tissues.len() {
                     let signs: Vec<bool> = (0..p.n_labs)
