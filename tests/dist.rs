@@ -311,6 +311,25 @@ fn sharded_validation_equals_one_rank() {
     assert!(one[0].1 > 16.0, "the validation split must span several batches: {} tiles", one[0].1);
     let d = assert_same_metrics("val", &one, &two);
     eprintln!("sharded validation, 2 ranks vs 1 rank: max |diff| over {} metrics = {d:e}", one.len());
+    // On synthetic data eval also writes the probe R2 per planted motif; their mean over the label-relevant
+    // motifs (non-empty program weights) is the summary's motif_r2_*.
+    for dir in ["eval1", "eval2"] {
+        let path = s.root.join(dir).join("disentanglement_val.json");
+        let dj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let motifs = dj["motifs"].as_array().unwrap();
+        assert!(motifs.len() >= 10, "{dir}: {} motifs", motifs.len());
+        for half in ["bio", "tech"] {
+            let r2: Vec<f64> = motifs
+                .iter()
+                .filter(|m| !m["weights"].as_array().unwrap().is_empty())
+                .filter_map(|m| m[format!("r2_{half}")].as_f64())
+                .collect();
+            assert!(!r2.is_empty(), "{dir}: no label-relevant motif");
+            let mean = r2.iter().sum::<f64>() / r2.len() as f64;
+            let summary = dj[format!("motif_r2_{half}")].as_f64().unwrap();
+            assert!((mean - summary).abs() < 1e-12, "{dir} {half}: per-motif mean {mean} vs summary {summary}");
+        }
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -137,6 +137,9 @@ fn eval_on(args: &EvalArgs, comm: &dyn crate::dist::Comm) -> Result<()> {
             "probe R2 (bio / tech): programs {:.3} / {:.3}, motifs {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}; oracle AUROC {:.4}",
             d.program_r2_bio, d.program_r2_tech, d.motif_r2_bio, d.motif_r2_tech, d.gc_r2_bio, d.gc_r2_tech, d.kmer_r2_bio, d.kmer_r2_tech, d.oracle_auroc
         );
+        let path = out.join(format!("disentanglement_{}.json", args.split));
+        crate::data::binfile::write_atomic(&path, serde_json::to_string_pretty(&d).unwrap_or_default().as_bytes())?;
+        eprintln!("mfd: wrote {}", path.display());
     }
     eprintln!("mfd: wrote {}/eval_{}.tsv", out.display(), args.split);
     Ok(())

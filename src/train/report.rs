@@ -38,6 +38,18 @@ pub struct Disentanglement {
     /// Macro AUROC of the generator's noise-free probabilities on the same tiles and labels.
     pub oracle_auroc: f64,
     pub tiles: usize,
+    /// Per planted motif (params.json order): which half explains its count, and whether it moves labels.
+    pub motifs: Vec<MotifProbe>,
+}
+
+/// Probe R^2 of one planted motif's count from each feature half.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MotifProbe {
+    pub id: String,
+    /// Its weight per tissue program (params.json `w` column); empty for motifs that move no label (decoys).
+    pub weights: Vec<f64>,
+    pub r2_bio: f64,
+    pub r2_tech: f64,
 }
 
 /// The synthetic truth directory of a dataset prepared from `mfd synth` output, if there is one.
@@ -113,10 +125,17 @@ pub fn disentanglement(ds: &Dataset, truth: &Path, res: &EvalResult, c: usize) -
         } else if let Some(id) = name.strip_prefix("motif:").and_then(|r| r.split(':').next()) {
             a_bio.push(rb);
             a_tech.push(rt);
-            if relevant.iter().any(|(m, _)| m == id) {
+            let weights = relevant.iter().find(|(m, _)| m == id).map(|(_, w)| w.clone());
+            if weights.is_some() {
                 m_bio.push(rb);
                 m_tech.push(rt);
             }
+            d.motifs.push(MotifProbe {
+                id: id.to_string(),
+                weights: weights.unwrap_or_default(),
+                r2_bio: rb,
+                r2_tech: rt,
+            });
             motif_cols.push((id.to_string(), j));
         }
     }
