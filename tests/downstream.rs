@@ -1,7 +1,7 @@
 //! Downstream tools (issue 7): exact properties of VEP, embedding, enrichment and attribution on a small
 //! random-weight model built over the real fixtures (tests/data: a GRCh37 chr20 slice and real VCF records), the
 //! CLI end to end on those fixtures, and the checks against the synthetic truth on the embedded default (trained
-//! once per process, about 5 minutes on 2 cores, reused when finished, or `MFD_CHECKPOINT`).
+//! once per process, about 10 minutes on 2 cores, reused when finished, or `MFD_CHECKPOINT`).
 
 use mfd::config::Config;
 use mfd::data::dataset::Dataset;
@@ -568,8 +568,9 @@ fn synthetic_vep_summary(sy: &mut Synthetic) -> (f64, usize, f64, f64) {
 }
 
 /// Biological VEPs (logit, mean over classes) of motif-breaking and motif-creating variants rank like the true
-/// mean delta z_bio. Measured: 0.642 over 104 motif variants on the default's checkpoint (tiny-v3 data, test
-/// AUROC 0.870); on tiny-v2: 0.506 (0.851), and 0.645 / 0.360 for older defaults (80 / 16 epochs at lr 3e-3).
+/// mean delta z_bio. Measured: 0.849 over 104 motif variants on the default's checkpoint (tiny-v4 data, test
+/// AUROC 0.896); 0.642 on tiny-v3 (0.870), 0.506 on tiny-v2 (0.851), and 0.645 / 0.360 for older defaults (80 / 16
+/// epochs at lr 3e-3).
 #[test]
 fn synthetic_vep_tracks_true_delta_z_bio() {
     let (rho, n, _, _) = synthetic_vep_summary(&mut synthetic());
@@ -578,9 +579,9 @@ fn synthetic_vep_tracks_true_delta_z_bio() {
 }
 
 /// GC-only variants have biological VEPs near zero (a quarter of the motif-breaking ones at most). This needs a
-/// model whose biological half has shed GC: measured on the default's checkpoint (tiny-v3), median |bio VEP|
-/// 0.0080 for GC-only and 0.1886 for motif-breaking variants (ratio 0.042); on tiny-v2 the ratio was 0.19, and
-/// 0.49 with the old 16-epoch default at lr 3e-3.
+/// model whose biological half has shed GC: measured on the default's checkpoint (tiny-v4), median |bio VEP|
+/// 0.0124 for GC-only and 0.2909 for motif-breaking variants (ratio 0.043); 0.042 on tiny-v3, 0.19 on tiny-v2,
+/// and 0.49 with the old 16-epoch default at lr 3e-3.
 #[test]
 fn synthetic_gc_only_variants_have_small_biological_veps() {
     let (_, _, m_gc, m_mb) = synthetic_vep_summary(&mut synthetic());
@@ -588,8 +589,9 @@ fn synthetic_gc_only_variants_have_small_biological_veps() {
 }
 
 /// The attribution of the biological feature most moved by motif-breaking variants peaks on planted motifs: mean
-/// |score| within the site exceeds the flanks (20-30 bp away). Measured core / flank: 3.81 on the default's
-/// checkpoint (tiny-v3); 2.87 on tiny-v2, and 2.19 / 1.79 for the old default after 80 / 16 epochs.
+/// |score| within the site exceeds the flanks (20-30 bp away). Measured core / flank: 3.30 on the default's
+/// checkpoint (tiny-v4); 3.81 on tiny-v3, 2.87 on tiny-v2, and 2.19 / 1.79 for the old default after 80 / 16
+/// epochs.
 #[test]
 fn synthetic_attribution_peaks_on_planted_motifs() {
     use mfd::downstream::attribute::{motif_profile, read_sites, window_scores};

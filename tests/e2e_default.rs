@@ -4,9 +4,9 @@
 //!
 //! Runs the real binary with the default config, redirected into a temp dir, and with the wall-clock cap off
 //! (`train.max_seconds = 0`) so that the run stops by its epoch count and the result does not depend on the
-//! speed of the machine. About 5 min on 2 cores in release, 7-8 min in the test profile. Measured with the default
-//! (tiny-v3 data, lr 1e-2, hypernetworks at 0.1 x, 40 epochs, seed 1): test macro AUROC 0.870 = 0.929 x oracle
-//! 0.936; seeds 2 and 3: docs/LEARNING.md section 8.
+//! speed of the machine. About 10 min on 2 cores in release (10,120 steps), longer in the test profile. Measured
+//! with the default (tiny-v4 data: 72 experiments; lr 1e-2, hypernetworks at 0.1 x, 40 epochs, seed 1): test macro
+//! AUROC 0.896 = 0.960 x oracle 0.933; seeds 2 and 3: docs/LEARNING.md section 9.
 //! `MFD_E2E_EPOCHS=N` trains N epochs instead.
 
 use serde_json::Value;
@@ -44,10 +44,11 @@ fn default_run_learns_to_90_percent_of_the_oracle() {
     assert!(oracle > 0.8, "the tiny preset's oracle AUROC fell to {oracle}");
     assert!(auroc >= 0.9 * oracle, "test macro AUROC {auroc:.4} < 0.9 x oracle {oracle:.4}");
     // Issue 3 item 6, with lambda_indep = 0.001: the biological half explains the label-relevant planted motifs
-    // better than the technical half, and GC clearly worse. Seed 1: motifs 0.322 / 0.276, GC 0.762 / 0.843
-    // (bio / tech); docs/LEARNING.md section 8 has the other seeds and lambdas.
+    // clearly better than the technical half, and GC clearly worse. Seed 1: motifs 0.391 / 0.306, GC 0.476 / 0.883
+    // (bio / tech); seeds 2 and 3: motifs 0.382 / 0.262 and 0.412 / 0.350, GC 0.779 / 0.865 and 0.597 / 0.856
+    // (docs/LEARNING.md section 9).
     let (mb, mt) = (d["motif_r2_bio"].as_f64().unwrap(), d["motif_r2_tech"].as_f64().unwrap());
-    assert!(mb > mt, "motif probe R2: biological {mb:.3} <= technical {mt:.3}");
+    assert!(mb > mt + 0.03, "motif probe R2: biological {mb:.3} not clearly above technical {mt:.3}");
     let (gb, gt) = (d["gc_r2_bio"].as_f64().unwrap(), d["gc_r2_tech"].as_f64().unwrap());
     assert!(gb < gt - 0.05, "GC probe R2: biological {gb:.3} not clearly below technical {gt:.3}");
     assert!(run.join("report.html").exists());

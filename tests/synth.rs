@@ -24,6 +24,11 @@ fn tiny() -> &'static Path {
     })
 }
 
+/// The tiny preset's experiment count O.
+fn tiny_o() -> usize {
+    preset("tiny").unwrap().n_experiments
+}
+
 fn params(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("truth/params.json")).unwrap()).unwrap()
 }
@@ -93,7 +98,7 @@ fn same_seed_same_bytes_other_seed_differs() {
     for e in std::fs::read_dir(a.join("peaks")).unwrap() {
         files.push(format!("peaks/{}", e.unwrap().file_name().to_string_lossy()));
     }
-    assert_eq!(files.len(), 11 + 24);
+    assert_eq!(files.len(), 11 + tiny_o());
     for f in &files {
         assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs");
     }
@@ -162,7 +167,7 @@ fn vcf_is_sorted_and_ref_matches_genome() {
         assert!(classes.get(c).copied().unwrap_or(0) >= 30, "{classes:?}");
     }
     // Deltas: shape and the sign of each class's biological effect.
-    let o = 24;
+    let o = tiny_o();
     let d = BinFile::open(dir.join("truth/variant_deltas.bin"), "vdeltas", DType::F32).unwrap();
     assert_eq!(d.shape(), &[n, 2, o as u64]);
     let d = d.data::<f32>().unwrap();
@@ -199,12 +204,12 @@ fn peaks_are_sorted_tile_aligned_and_reproduce_y() {
     let held: Vec<&str> = prm["held_out"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(held.len(), 2);
     let y = BinFile::open(dir.join("truth/y.bin"), "ylabel", DType::U8).unwrap();
-    assert_eq!(y.shape(), &[n_tiles as u64, 24]);
+    assert_eq!(y.shape(), &[n_tiles as u64, tiny_o() as u64]);
     let y = y.data::<u8>().unwrap();
     let table = std::fs::read_to_string(dir.join("peaks.tsv")).unwrap();
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows[0], "experiment\tpath");
-    assert_eq!(rows.len(), 25);
+    assert_eq!(rows.len(), 1 + tiny_o());
     let mut tracks = 0;
     for (o, row) in rows[1..].iter().enumerate() {
         let (id, path) = row.split_once('\t').unwrap();
@@ -236,7 +241,7 @@ fn peaks_are_sorted_tile_aligned_and_reproduce_y() {
         for (ci, c) in contigs.iter().enumerate() {
             let test = c.0 == "chr9" || c.0 == "chr10";
             for k in c.2..c.2 + c.3 {
-                let want = if held_out && !test { 0 } else { y[k as usize * 24 + o] };
+                let want = if held_out && !test { 0 } else { y[k as usize * tiny_o() + o] };
                 assert_eq!(got[k as usize], want, "{id} contig {ci} tile {k}");
             }
         }
@@ -276,7 +281,7 @@ fn planting_is_gc_neutral() {
 fn oracle_auroc_high_and_rates_in_range() {
     let dir = tiny();
     let prm = params(dir);
-    let o = 24;
+    let o = tiny_o();
     let p = BinFile::open(dir.join("truth/p.bin"), "prob", DType::F32).unwrap();
     let y = BinFile::open(dir.join("truth/y.bin"), "ylabel", DType::U8).unwrap();
     let zb = BinFile::open(dir.join("truth/z_bio.bin"), "zbio", DType::F32).unwrap();
