@@ -95,9 +95,9 @@ pub fn preset(name: &str) -> Result<Preset> {
             name: "tiny",
             // Lengths deliberately not multiples of 128 (the partial last tile is not on the grid).
             contigs: contigs(&[("chr1", 1_600_037), ("chr2", 1_400_013), ("chr9", 450_101), ("chr10", 400_077)]),
-            // 12 per tissue: with 24 (4 per tissue) every experiment's technical metadata (lab, assay, year) was
-            // nearly unique, so the technical hypernetwork could give each experiment its own weights and nothing
-            // told it the tissue programs belong to the biological half (docs/LEARNING.md section 9).
+            // 12 per tissue. With 24 (4 per tissue; 14 of them with a (lab, assay, year) of their own) the planted
+            // motifs ended up split between the two feature halves; with 72 they go to the biological half
+            // (docs/LEARNING.md section 9).
             n_experiments: 72,
             n_labs: 6, // a multiple of the 6 tissues: each tissue has home labs of both GC-bias signs
             n_held_out: 2,
