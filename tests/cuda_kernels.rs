@@ -22,12 +22,21 @@ struct Tol {
 const EXACT: Tol = Tol { atol: 0.0, rtol: 0.0 };
 /// Element-wise transcendental functions (tanhf, expf, logf) differ from Rust's by a few ulps.
 const ULPS: Tol = Tol { atol: 1e-6, rtol: 1e-5 };
+/// GELU backward: 0.5 x (1 - t^2) beta (1 + 3 kappa x^2) with t = tanh(u) within an ulp of -1 for x near -6:
+/// 1 - t^2 cancels to 0 or 1.2e-7 depending on the last bit of t (libm tanhf vs the CPU's `tanh_f32`), times
+/// |x| beta (1 + 3 kappa x^2) / 2 <= 14 at |x| <= 6: up to 1.7e-6 absolute (found on the virtual GPU).
+const TANH_TAIL: Tol = Tol { atol: 2e-6, rtol: 1e-5 };
 /// f32 sums of up to a few hundred O(1) terms in a different order (tiles, atomics, f64 partials).
 const SUMS: Tol = Tol { atol: 1e-4, rtol: 1e-4 };
 
 fn gpu() -> Option<&'static CudaBackend> {
     static GPU: OnceLock<Result<CudaBackend, String>> = OnceLock::new();
-    let g = GPU.get_or_init(|| CudaBackend::new(0).map_err(|e| e.to_string()));
+    let g = GPU.get_or_init(|| {
+        let be = CudaBackend::new(0).map_err(|e| e.to_string())?;
+        // Which device ran: "vgpu ..." on the virtual GPU (tests/vgpu), else the real device's name.
+        eprintln!("cuda kernel tests run on: {}", be.describe());
+        Ok(be)
+    });
     match g {
         Ok(be) => Some(be),
         Err(why) => {
@@ -122,7 +131,7 @@ fn activations_forward_and_backward() {
     let mut x = rand(&mut rng, 4096, 6.0);
     x[0] = 0.0; // the kink
     let dy = rand(&mut rng, 4096, 1.0);
-    on_both!(ULPS, |be| {
+    on_both!(TANH_TAIL, |be| {
         let (ux, udy) = (be.upload(&x).unwrap(), be.upload(&dy).unwrap());
         let mut outs = Vec::new();
         for (name, act) in [("gelu", Activation::Gelu), ("relu", Activation::Relu), ("leaky", Activation::LeakyRelu)] {

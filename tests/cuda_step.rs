@@ -60,6 +60,8 @@ fn full_training_step_matches_the_cpu() {
             return;
         }
     };
+    // Which device ran: "vgpu ..." on the virtual GPU (tests/vgpu/run.sh), else the real device's name.
+    eprintln!("cuda full step runs on: {}", gpu.describe());
     let mut rng = Rng::new(42);
     let tokens: Vec<u8> = (0..B * 128).map(|_| rng.below(17) as u8).collect();
     let labels: Vec<u8> = (0..B * 8).map(|i| if i % 8 == 0 { rng.below(32) as u8 } else { 0 }).collect();
