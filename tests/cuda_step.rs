@@ -4,7 +4,9 @@
 //! and every updated parameter must agree. Skips with a printed reason where no GPU works (MFD_REQUIRE_GPU=1
 //! makes that a failure).
 //!
-//! Tolerance: atol 1e-4 + rtol 1e-3. The step chains ~20 ops whose f32 sums run in a different order on the GPU
+//! Tolerance: atol 1e-4 + 1e-5 max|tensor| + rtol 1e-3 (the scale term: small elements of a large gradient, e.g.
+//! the stem's with max |g| ~ 200, carry the rounding of the large ones; measured on the virtual GPU: stem
+//! weight gradient off by 1.2e-4 at an element of 0.019). The step chains ~20 ops whose f32 sums run in a different order on the GPU
 //! (tiled products, f64 partials, atomics); each op alone agrees to ~1e-5 (tests/cuda_kernels.rs), and the
 //! batch-statistic ops (BN, Pearson) amplify rounding by 1/std of small batches.
 
@@ -68,10 +70,19 @@ fn full_training_step_matches_the_cpu() {
     let cpu = one_step(&CpuBackend, &tokens, &labels);
     let got = one_step(&gpu, &tokens, &labels);
     assert_eq!(cpu.len(), got.len());
+    let lr = AdamConfig::default().lr as f64;
     for ((name, c), (_, g)) in cpu.iter().zip(&got) {
         assert_eq!(c.len(), g.len(), "{name}");
+        let scale = c.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
         for (i, (&a, &b)) in c.iter().zip(g).enumerate() {
-            let tol = 1e-4 + 1e-3 * a.abs() as f64;
+            let tol = if name == "param trunk.stem.conv.bias" {
+                // The stem bias feeds BatchNorm, so its exact gradient is 0 (BN removes any per-channel shift); both
+                // backends give rounding noise of ~1e-5 there, and AMSGrad's first step moves each element by lr
+                // times the noise's sign: the updated bias agrees to 2 lr only.
+                2.0 * lr + 1e-6
+            } else {
+                1e-4 + 1e-5 * scale + 1e-3 * a.abs() as f64
+            };
             assert!(((a - b).abs() as f64) <= tol, "{name}[{i}]: cpu {a} vs gpu {b} (tol {tol:.2e})");
         }
     }
