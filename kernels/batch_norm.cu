@@ -3,15 +3,15 @@
  * running statistics) are computed on the host in f64 exactly as the CPU twin does, so only these O(B C L) passes
  * run here. Twin: src/backend/cpu/batch_norm.rs. Launch: 1-D grid-stride, BLOCK threads (sums: grid C blocks). */
 
-/* y = x scale + shift with scale = invstd gamma, shift = beta - mean scale (the twin's order of operations). */
+/* y = (x - mean) scale + beta with scale = invstd gamma: centred first, the twin's order of operations (folding the
+ * mean into the shift, x scale + (beta - mean scale), cancels in f32 when the mean is large against the spread). */
 extern "C" __global__ void bn_normalise_f32(const float* x, const float* gamma, const float* beta,
                                             const float* mean, const float* invstd, float* y, i64 b, i64 c,
                                             i64 l) {
     for (i64 i = global_index(); i < b * c * l; i += grid_stride()) {
         i64 ch = (i / l) % c;
         float scale = invstd[ch] * gamma[ch];
-        float shift = beta[ch] - mean[ch] * scale;
-        y[i] = x[i] * scale + shift;
+        y[i] = (x[i] - mean[ch]) * scale + beta[ch];
     }
 }
 
