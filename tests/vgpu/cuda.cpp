@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -182,6 +183,28 @@ int attribute(int a) {
     case 115: return 1;                             /* MEMORY_POOLS_SUPPORTED */
     default: return 0;
     }
+}
+
+/* VGPU_PROFILE=1: per kernel, launches, GPU threads and host seconds, printed at exit (where the virtual GPU's
+ * time goes; not a model of the real GPU's). */
+struct Profile {
+    unsigned long long launches = 0;
+    double threads = 0, seconds = 0;
+};
+std::map<std::string, Profile> g_profile;
+void print_profile() {
+    fprintf(stderr, "vgpu profile: %-28s %10s %14s %10s\n", "kernel", "launches", "threads", "seconds");
+    for (auto& [name, p] : g_profile)
+        fprintf(stderr, "vgpu profile: %-28s %10llu %14.0f %10.3f\n", name.c_str(), p.launches, p.threads, p.seconds);
+}
+bool profiling() {
+    static bool on = [] {
+        const char* e = getenv("VGPU_PROFILE");
+        bool v = e && *e == '1';
+        if (v) atexit(print_profile);
+        return v;
+    }();
+    return on;
 }
 
 std::string geometry(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz) {
@@ -494,7 +517,14 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
                                               "MAX_DYNAMIC_SHARED_SIZE_BYTES))"));
     vgpu_dev::Launch launch = fn->prepare(params);
     vgpu::LaunchGeometry g{{gx, gy, gz}, {bx, by, bz}, smem};
+    auto t0 = std::chrono::steady_clock::now();
     std::string report = vgpu::run_launch(fn->name.c_str(), fn->module->hooks, launch, g);
+    if (profiling()) {
+        auto& p = g_profile[fn->name];
+        p.launches++;
+        p.threads += (double)gx * gy * gz * bx * by * bz;
+        p.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
     launch.destroy(launch.args);
     if (report.empty()) {
         std::string c = check_canaries();

@@ -29,13 +29,51 @@ void __tsan_release(void* addr);
 #define VGPU_TSAN 0
 #endif
 
+/* Fiber switching. On x86-64 without sanitizers a 12-instruction switch (callee-saved registers and the stack
+ * pointer): glibc's swapcontext makes a sigprocmask system call per switch, ~50x slower, and a launch switches
+ * once or twice per GPU thread. Sanitizer builds and other architectures use ucontext, which ASan understands. */
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define VGPU_ASM_SWITCH 1
+extern "C" void vgpu_switch(void** save_sp, void* new_sp);
+asm(R"(
+.text
+.globl vgpu_switch
+.type vgpu_switch, @function
+vgpu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size vgpu_switch, .-vgpu_switch
+.section .note.GNU-stack,"",@progbits
+.text
+)");
+#else
+#define VGPU_ASM_SWITCH 0
+#endif
+
 namespace vgpu {
 namespace {
 
 enum class State { Ready, AtBarrier, AtWarp, Done };
 
 struct Fiber {
+#if VGPU_ASM_SWITCH
+    void* sp = nullptr;
+#else
     ucontext_t ctx;
+#endif
     vgpu_thread_state st;
     State state = State::Ready;
     unsigned linear = 0; /* thread index within the block, x fastest */
@@ -106,9 +144,21 @@ struct Run {
     const vgpu_dev::Launch* launch = nullptr;
     std::vector<Fiber> fibers;
     Fiber* cur = nullptr;
+#if VGPU_ASM_SWITCH
+    void* sched_sp = nullptr;
+#else
     ucontext_t sched;
+#endif
     std::string error;
     std::vector<char> dynamic_shared;
+    /* Wait bookkeeping, so the common case (everyone at the same barrier) resolves without scanning. */
+    unsigned at_barrier = 0, done = 0;
+    const char* bar_file = nullptr;
+    int bar_line = 0;
+    bool bar_mismatch = false;
+    unsigned warp_waiting[32] = {};
+    Fiber* warp_first[32] = {};
+    bool warp_mismatch[32] = {};
     sigjmp_buf fault_jmp;
     volatile sig_atomic_t in_kernel = 0;
     void* fault_addr = nullptr;
@@ -135,7 +185,11 @@ void switch_to_scheduler() {
 #if VGPU_TSAN
     __tsan_switch_to_fiber(run.sched_tsan, 1 /* no_sync: fibers race unless a barrier orders them */);
 #endif
+#if VGPU_ASM_SWITCH
+    vgpu_switch(&run.cur->sp, run.sched_sp);
+#else
     swapcontext(&run.cur->ctx, &run.sched);
+#endif
 }
 
 /* Abort the running fiber's block with `what` (called on the fiber's stack; never returns to the kernel). */
@@ -151,6 +205,12 @@ void hook_syncthreads(const char* file, int line) {
     f->state = State::AtBarrier;
     f->file = file;
     f->line = line;
+    if (run.at_barrier++ == 0) {
+        run.bar_file = file;
+        run.bar_line = line;
+    } else if (file != run.bar_file || line != run.bar_line) {
+        run.bar_mismatch = true;
+    }
 #if VGPU_TSAN
     __tsan_release(&run);
 #endif
@@ -177,6 +237,13 @@ void hook_warp(const char* kind, unsigned mask, unsigned long long value, unsign
     f->out = lanes;
     f->file = file;
     f->line = line;
+    unsigned w = f->linear / 32;
+    if (run.warp_waiting[w]++ == 0) {
+        run.warp_first[w] = f;
+    } else {
+        const Fiber* g = run.warp_first[w];
+        if (g->file != file || g->line != line || g->mask != mask) run.warp_mismatch[w] = true;
+    }
 #if VGPU_TSAN
     __tsan_release(&run.fibers[f->linear - lane]);
 #endif
@@ -198,7 +265,29 @@ void fiber_entry() {
     Fiber* f = run.cur;
     run.launch->run(run.launch->args);
     f->state = State::Done;
+    run.done++;
     switch_to_scheduler();
+    abort(); /* a finished fiber is never resumed */
+}
+
+/* Make fiber `t` start at fiber_entry on its stack. */
+void start_fiber(Fiber& f, unsigned t) {
+#if VGPU_ASM_SWITCH
+    /* The frame vgpu_switch pops: six callee-saved registers, then fiber_entry as the return address; the
+     * slot above it keeps the ABI's stack alignment at fiber_entry's first instruction (rsp = 8 mod 16). */
+    uintptr_t top = ((uintptr_t)stack_for(t) + stack_bytes()) & ~(uintptr_t)15;
+    void** sp = (void**)top;
+    *--sp = nullptr;
+    *--sp = (void*)fiber_entry;
+    for (int i = 0; i < 6; i++) *--sp = nullptr;
+    f.sp = sp;
+#else
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = stack_for(t);
+    f.ctx.uc_stack.ss_size = stack_bytes();
+    f.ctx.uc_link = &run.sched;
+    makecontext(&f.ctx, fiber_entry, 0);
+#endif
 }
 
 void fault_handler(int sig, siginfo_t* info, void* uctx);
@@ -226,6 +315,43 @@ void fault_handler(int sig, siginfo_t* info, void*) {
 }
 
 /* Resolve the waits once no fiber can run. Returns false (and sets run.error) on a synchronisation error. */
+/* The common cases in O(warp) / O(block) without building reports: every lane of a warp at the same collective,
+ * every thread at the same barrier. Anything else goes to resolve_slow, which finds and reports the problem. */
+bool resolve(unsigned nthreads, bool& progressed);
+bool resolve_fast(unsigned nthreads, bool& progressed) {
+    progressed = false;
+    bool any_warp = false;
+    for (unsigned w = 0; w * 32 < nthreads; w++) {
+        if (!run.warp_waiting[w]) continue;
+        any_warp = true;
+        Fiber* f = run.warp_first[w];
+        unsigned lo = w * 32, lanes = std::min(32u, nthreads - lo);
+        unsigned exist = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+        if (run.warp_mismatch[w] || (f->mask & ~exist) || run.warp_waiting[w] != (unsigned)__builtin_popcount(f->mask))
+            return resolve(nthreads, progressed);
+        unsigned long long vals[32];
+        for (unsigned l = 0; l < 32; l++) vals[l] = ((f->mask >> l) & 1u) ? run.fibers[lo + l].value : ~0ull;
+        for (unsigned l = 0; l < 32; l++) {
+            if (!((f->mask >> l) & 1u)) continue;
+            Fiber& g = run.fibers[lo + l];
+            std::copy(vals, vals + 32, g.out);
+            g.state = State::Ready;
+        }
+        run.warp_waiting[w] = 0;
+        run.warp_mismatch[w] = false;
+    }
+    if (any_warp) {
+        progressed = true;
+        return true;
+    }
+    if (run.at_barrier == 0) return true; /* all done */
+    if (run.bar_mismatch || run.done || run.at_barrier != nthreads) return resolve(nthreads, progressed);
+    for (unsigned i = 0; i < nthreads; i++) run.fibers[i].state = State::Ready;
+    run.at_barrier = 0;
+    progressed = true;
+    return true;
+}
+
 bool resolve(unsigned nthreads, bool& progressed) {
     progressed = false;
     /* Warp collectives: group the waiting lanes of each warp by (site, mask). */
@@ -237,8 +363,8 @@ bool resolve(unsigned nthreads, bool& progressed) {
             bool complete = true;
             for (unsigned l = 0; l < 32 && complete; l++) {
                 if (!((f.mask >> l) & 1u)) continue;
-                std::ostringstream s;
                 if (lo + l >= hi) {
+                    std::ostringstream s;
                     s << f.file << ":" << f.line << ": " << f.kind << " with mask 0x" << std::hex << f.mask << std::dec
                       << " names lane " << l << " of warp " << w << ", which does not exist (block of " << nthreads
                       << " threads; " << where(f) << ")";
@@ -247,6 +373,7 @@ bool resolve(unsigned nthreads, bool& progressed) {
                 }
                 Fiber& g = run.fibers[lo + l];
                 if (g.state == State::AtWarp && g.file == f.file && g.line == f.line && g.mask == f.mask) continue;
+                std::ostringstream s;
                 s << f.file << ":" << f.line << ": lane " << l << " of warp " << w << " never reaches " << f.kind
                   << " (mask 0x" << std::hex << f.mask << std::dec << ") that lane " << (i - lo) << " waits at: lane "
                   << l << " " << site(g) << " (" << where(g) << ")";
@@ -267,7 +394,23 @@ bool resolve(unsigned nthreads, bool& progressed) {
             progressed = true;
         }
     }
-    if (progressed) return true;
+    if (progressed) {
+        /* Rebuild the warp bookkeeping from the lanes still waiting. */
+        for (unsigned w = 0; w * 32 < nthreads; w++) {
+            run.warp_waiting[w] = 0;
+            run.warp_mismatch[w] = false;
+        }
+        for (unsigned i = 0; i < nthreads; i++) {
+            Fiber& f = run.fibers[i];
+            if (f.state != State::AtWarp) continue;
+            unsigned w = i / 32;
+            if (run.warp_waiting[w]++ == 0) run.warp_first[w] = &f;
+            else if (run.warp_first[w]->file != f.file || run.warp_first[w]->line != f.line ||
+                     run.warp_first[w]->mask != f.mask)
+                run.warp_mismatch[w] = true;
+        }
+        return true;
+    }
     /* Block barrier: every live thread must wait at the same __syncthreads. */
     const Fiber* first = nullptr;
     for (unsigned i = 0; i < nthreads; i++)
@@ -286,6 +429,8 @@ bool resolve(unsigned nthreads, bool& progressed) {
         return false;
     }
     for (unsigned i = 0; i < nthreads; i++) run.fibers[i].state = State::Ready;
+    run.at_barrier = 0;
+    run.bar_mismatch = false;
     progressed = true;
     return true;
 }
@@ -299,6 +444,12 @@ void poison_shared(const ModuleHooks& m) {
 bool run_block(const LaunchGeometry& g, uint3 block_idx, const std::vector<unsigned>& thread_order) {
     unsigned nthreads = g.block.x * g.block.y * g.block.z;
     poison_shared(*run.module);
+    run.at_barrier = run.done = 0;
+    run.bar_mismatch = false;
+    for (unsigned w = 0; w < 32; w++) {
+        run.warp_waiting[w] = 0;
+        run.warp_mismatch[w] = false;
+    }
     for (unsigned t = 0; t < nthreads; t++) {
         Fiber& f = run.fibers[t];
         f.state = State::Ready;
@@ -307,11 +458,7 @@ bool run_block(const LaunchGeometry& g, uint3 block_idx, const std::vector<unsig
         f.st.block_idx = block_idx;
         f.st.block_dim = g.block;
         f.st.grid_dim = g.grid;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = stack_for(t);
-        f.ctx.uc_stack.ss_size = stack_bytes();
-        f.ctx.uc_link = &run.sched;
-        makecontext(&f.ctx, fiber_entry, 0);
+        start_fiber(f, t);
 #if VGPU_TSAN
         if (!f.tsan) f.tsan = __tsan_create_fiber(0);
 #endif
@@ -325,14 +472,18 @@ bool run_block(const LaunchGeometry& g, uint3 block_idx, const std::vector<unsig
 #if VGPU_TSAN
             __tsan_switch_to_fiber(f.tsan, 1);
 #endif
+#if VGPU_ASM_SWITCH
+            vgpu_switch(&run.sched_sp, f.sp);
+#else
             swapcontext(&run.sched, &f.ctx);
+#endif
 #if VGPU_TSAN
             __tsan_switch_to_fiber(run.sched_tsan, 1);
 #endif
             if (!run.error.empty()) return false;
         }
         bool progressed = false;
-        if (!resolve(nthreads, progressed)) return false;
+        if (!resolve_fast(nthreads, progressed)) return false;
         if (!progressed) return true;
     }
 }
