@@ -99,3 +99,87 @@ fn all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several() {
     }
     eprintln!("nccl all-reduce ok on rank {rank} of {world} (GPU {})", nccl.device());
 }
+
+/// Under the virtual GPU (tests/vgpu/run.sh, whose fake libnccl sums through shared memory between the ranks'
+/// processes): the all-reduce test above on 2 ranks, and a 2-rank `MFD_COMM=nccl` training on the CUDA backend
+/// that equals the 1-rank one. Skipped elsewhere (NCCL wants one GPU per rank; docs/SCALING.md has the real-GPU
+/// commands).
+#[cfg(feature = "mpi")]
+#[test]
+fn on_the_virtual_gpu_two_nccl_ranks_sum_and_train_like_one() {
+    if std::env::var("MFD_VGPU").map_or(true, |v| v != "1") || std::env::var("OMPI_COMM_WORLD_SIZE").is_ok() {
+        eprintln!("SKIP 2-rank NCCL on the virtual GPU: not under tests/vgpu/run.sh (or already under mpirun)");
+        return;
+    }
+    let mpirun = |np: &str| {
+        let mut c = Command::new("mpirun");
+        c.args(["--allow-run-as-root", "--oversubscribe", "-np", np, "-x", "MFD_COMM=nccl"]);
+        c.env("RAYON_NUM_THREADS", "1");
+        c
+    };
+    let test_exe = std::env::current_exe().unwrap();
+    let out = mpirun("2")
+        .arg(&test_exe)
+        .args(["all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several", "--exact", "--nocapture"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("nccl all-reduce ok on rank 1 of 2"), "{err}");
+
+    // The same 6 steps on 1 rank and on 2 ranks at the same global batch, CUDA backend, NCCL gradients.
+    let dir = tempfile::tempdir().unwrap();
+    let args = |out: &str| {
+        let mut a = vec!["train".to_string(), "--out".into(), dir.path().join(out).to_string_lossy().into_owned()];
+        for s in [
+            format!("data.dataset={}", toml::Value::String(dir.path().join("data/dataset").to_string_lossy().into())),
+            "train.backend=\"cuda\"".into(),
+            "model.c=16".into(),
+            "model.seq_len=128".into(),
+            "model.crop=0".into(),
+            "adversary.hidden=16".into(),
+            "adversary.layers=2".into(),
+            "train.batch_size=16".into(),
+            "train.lr=1e-3".into(),
+            "train.max_seconds=0".into(),
+            "train.log_every=1".into(),
+            "train.max_steps=6".into(),
+            "dist.bucket_mb=0.01".into(),
+        ] {
+            a.extend(["--set".to_string(), s]);
+        }
+        a
+    };
+    let mfd = env!("CARGO_BIN_EXE_mfd");
+    let one = mpirun("1").arg(mfd).args(args("one")).output().unwrap();
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let two = mpirun("2").arg(mfd).args(args("two")).output().unwrap();
+    let err = String::from_utf8_lossy(&two.stderr);
+    assert!(two.status.success(), "{err}");
+    assert!(err.contains("backend cuda"), "{err}");
+    let load = |d: &str| {
+        let bytes = std::fs::read(dir.path().join(d).join("checkpoints/last.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, Vec<f32>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (a, b) = (load("one"), load("two"));
+    assert_eq!(a.len(), b.len());
+    // Not compared: biases (the stem's and the adversaries' have zero exact gradient, so Adam steps them by the
+    // sign of rounding noise, see tests/dist.rs) and running statistics (which average those biases in).
+    let mut worst = 0.0f32;
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        if n.ends_with(".bias") || n.contains("running_") {
+            continue;
+        }
+        for (p, q) in x.iter().zip(y) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    eprintln!("2 NCCL ranks vs 1 on the virtual GPU after 6 steps: max |diff| of weights {worst:e}");
+    assert!(worst <= 1e-4, "2-rank and 1-rank weights differ by {worst}");
+}
