@@ -287,12 +287,17 @@ pub fn write_array<T: Element>(path: impl AsRef<Path>, kind: &str, shape: &[u64]
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
     let tmp = tmp_path(path);
-    {
+    let res = (|| {
         let mut f = File::create(&tmp).at(&tmp)?;
         f.write_all(bytes).at(&tmp)?;
         f.sync_all().at(&tmp)?;
+        std::fs::rename(&tmp, path).at(path)
+    })();
+    if res.is_err() {
+        // A full disk or a bad target leaves no temporary file behind.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).at(path)
+    res
 }
 
 #[cfg(test)]

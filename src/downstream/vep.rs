@@ -256,9 +256,26 @@ pub fn side_paths(out: &Path) -> (PathBuf, PathBuf) {
 
 /// The streaming loop, for a loaded model and genome.
 pub fn run_with(inf: &mut Inference, genome: &Genome, vcf: &Path, out: &Path, o: VepOptions) -> Result<VepSummary> {
+    let tmp = tmp_path(out);
+    let res = run_inner(inf, genome, vcf, out, &tmp, o);
+    if res.is_err() {
+        // No partial output is left behind on any error.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn run_inner(
+    inf: &mut Inference,
+    genome: &Genome,
+    vcf: &Path,
+    out: &Path,
+    tmp: &Path,
+    o: VepOptions,
+) -> Result<VepSummary> {
     let mut reader = VcfReader::open(vcf)?;
     let (skipped_path, summary_path) = side_paths(out);
-    let tmp = tmp_path(out);
+    let tmp = tmp.to_path_buf();
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
     w.write_all(header(inf, o.reduce).as_bytes()).at(&tmp)?;
     let mut skipped = String::from("chrom\tpos\tid\tref\talt\tallele\tline\treason\tgenome_ref\n");
