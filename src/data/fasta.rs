@@ -94,7 +94,7 @@ pub struct FaiEntry {
 
 /// Read a `.fai` (5 tab-separated columns; a 6th, as in FASTQ indexes, is rejected). Returns (line, entry).
 pub fn read_fai(path: &Path) -> Result<Vec<(u64, FaiEntry)>> {
-    let text = std::fs::read_to_string(path).at(path)?;
+    let text = crate::data::read_text_input(path)?;
     let mut out = Vec::new();
     const FIELDS: [&str; 5] = ["name", "length", "offset", "line_bases", "line_width"];
     for (i, line) in text.lines().enumerate() {
@@ -268,7 +268,16 @@ impl<R: BufRead> FastaStream<R> {
     /// Read the next line into `self.line` (terminator kept); false at end of file.
     fn read_line(&mut self) -> Result<bool> {
         self.line.clear();
-        let n = self.reader.read_until(b'\n', &mut self.line).at(&self.path)?;
+        let n = self.reader.read_until(b'\n', &mut self.line).map_err(|e| {
+            let msg = match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    "the file ends mid-block (a truncated bgzip/gzip file?)".to_string()
+                }
+                std::io::ErrorKind::InvalidData => format!("corrupted compressed data: {e}"),
+                _ => format!("read error: {e}"),
+            };
+            MfdError::input(&self.path, Some(self.line_no + 1), None, msg)
+        })?;
         if n == 0 {
             return Ok(false);
         }

@@ -278,13 +278,16 @@ pub fn read_fasta_records(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 /// A text file, gunzipped when it starts with the gzip magic (bgzip included).
 pub fn read_text(path: &Path) -> Result<String> {
     use std::io::Read;
+    crate::data::check_input_file(path)?;
     let bytes = std::fs::read(path).at(path)?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut s = String::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut s).at(path)?;
-        Ok(s)
+        let mut s = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut s)
+            .map_err(|e| MfdError::input(path, None, None, format!("gzip: {e} (truncated or corrupted?)")))?;
+        crate::data::text_from_bytes(path, s)
     } else {
-        String::from_utf8(bytes).map_err(|_| MfdError::input(path, None, None, "not UTF-8 text"))
+        crate::data::text_from_bytes(path, bytes)
     }
 }
 

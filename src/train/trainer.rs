@@ -160,6 +160,9 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
     let (rank, world) = (comm.rank(), comm.size());
     let rank0 = rank == 0;
     let out = cfg.train.out.clone();
+    if rank0 {
+        crate::data::check_out_parent(&out)?;
+    }
     if rank0 && !opts.resume && !opts.overwrite && dir_has_entries(&out)? {
         return Err(MfdError::input(
             &out,
