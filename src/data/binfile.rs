@@ -161,9 +161,11 @@ impl BinFile {
         let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let want = n.and_then(|n| n.checked_mul(dtype.size() as u64)).and_then(|b| b.checked_add(HEADER_LEN as u64));
         if want != Some(len) {
+            let need = want.map_or("more than 2^64".to_string(), |w| w.to_string());
+            let what = if want.is_some_and(|w| w > len) { "truncated" } else { "size does not match its header" };
             return Err(bad(
                 "header.shape",
-                format!("shape {shape:?} needs {want:?} bytes but the file has {len}; HINT: truncated file, re-run `mfd prepare`"),
+                format!("{what}: shape {shape:?} needs {need} bytes, the file has {len}; HINT: re-run `mfd prepare`"),
             ));
         }
         Ok(BinFile { path: path.to_path_buf(), map, dtype, shape })

@@ -185,6 +185,9 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
             "the validation split has no tiles: validation loss and the best checkpoint would be meaningless",
         ));
     }
+    if !opts.skip_final_eval && ds.split_indices(SPLIT_TEST).is_empty() {
+        return Err(MfdError::input(ds.dir(), None, Some("split"), "the test split has no tiles (no test contig?)"));
+    }
     let (mapping, table) = load_metadata(cfg, &ds)?;
     let ck_dir = out.join("checkpoints");
     let metrics_path = out.join("metrics.jsonl");
