@@ -232,3 +232,25 @@ fn fai_line_sizes_are_validated() {
     fx.write("genome.fa.fai", &fai.replacen("\t60\t61\n", "\t0\t61\n", 1));
     fails(&fx, &["genome.fa.fai:1 [field line_bases]"]);
 }
+
+/// A bgzip FASTA cut mid-block: an error naming the file and saying it is truncated (was "failed to fill whole
+/// buffer"). The fixture's genome is compressed with small blocks so the cut lands inside the stream.
+#[test]
+fn truncated_bgzip_fasta() {
+    let fx = fixture();
+    prepare(&fx.args()).unwrap(); // writes genome.fa.fai
+    let gz = fx.path("genome.fa.gz");
+    let bytes = bgzip(&fasta_text(60));
+    std::fs::copy(fx.path("genome.fa.fai"), fx.path("genome.fa.gz.fai")).unwrap();
+    std::fs::write(fx.path("genome.fa.gz.gzi"), 0u64.to_le_bytes()).unwrap();
+    let mut a = fx.args();
+    a.fasta = gz.clone();
+    a.out = fx.path("ds-cut");
+    for cut in [bytes.len() / 2, bytes.len() - 30, 20] {
+        std::fs::write(&gz, &bytes[..cut]).unwrap();
+        let e = prepare(&a).unwrap_err().to_string();
+        assert!(e.contains("genome.fa.gz") && e.len() < 400, "cut at {cut}: {e}");
+        assert!(!e.contains("fill whole buffer"), "cut at {cut}: {e}");
+        assert!(!a.out.exists());
+    }
+}

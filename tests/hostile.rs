@@ -261,4 +261,18 @@ fn train_refuses_bad_config_values_and_an_empty_validation_split() {
     let v: Vec<&str> = a.iter().map(String::as_str).collect();
     fails(&v, &["noval", "validation split has no tiles"]);
     assert!(!root.join("noval-run").exists());
+    // `mfd eval` of that empty split: an error, not a loss of 0.0.
+    let ev = root.join("noval-eval");
+    fails(
+        &["eval", "--checkpoint", s(&st.ckpt), "--dataset", s(&noval), "--split", "val", "--out", s(&ev)],
+        &["noval", "no tiles"],
+    );
+    // Out-of-range tool sizes are refused by option name.
+    let bed = root.join("one.bed");
+    std::fs::write(&bed, "chr1\t1000\t1100\n").unwrap();
+    let e = root.join("emb");
+    fails(
+        &["embed", "--checkpoint", s(&st.ckpt), "--bed", s(&bed), "--out", s(&e), "--shifts", "1000000000"],
+        &["--shifts"],
+    );
 }
