@@ -253,6 +253,18 @@ impl Config {
         float_range("train.max_seconds", t.max_seconds, 0.0, 1e9)?;
         int_range("train.log_every", t.log_every, 1, 1 << 40)?;
         int_range("train.keep_best", t.keep_best, 1, 1000)?;
+        // One activation of the trunk is B x T x C floats; past 2^33 (32 GiB) a run cannot fit any machine's memory
+        // and would abort in the allocator instead of failing here.
+        let act = (t.batch_size as u128) * (m.seq_len as u128) * (m.c as u128);
+        if act > 1 << 33 {
+            return Err(MfdError::config(
+                "train.batch_size",
+                format!(
+                    "batch_size {} x seq_len {} x c {} = {act} floats per activation, more than 2^33",
+                    t.batch_size, m.seq_len, m.c
+                ),
+            ));
+        }
         if !["global", "local"].contains(&self.dist.batch_stats.as_str()) {
             return Err(MfdError::config("dist.batch_stats", "must be \"global\" or \"local\""));
         }
@@ -371,5 +383,29 @@ mod tests {
         assert!(e.contains("width"), "{e}");
         let e = Config::parse("[data\n", Path::new("bad.toml"), &[]).unwrap_err().to_string();
         assert!(e.contains("bad.toml:1"), "{e}");
+    }
+
+    #[test]
+    fn ranges_name_the_key_and_where_the_value_came_from() {
+        for (set, key) in [
+            ("adversary.lr=-1", "adversary.lr"),
+            ("train.weight_decay=-5", "train.weight_decay"),
+            ("model.dilation_growth=0", "model.dilation_growth"),
+            ("model.c=4000000000", "model.c"),
+            ("model.tower_layers=63", "model.tower_layers"),
+            ("train.keep_best=0", "train.keep_best"),
+            ("dist.bucket_mb=inf", "dist.bucket_mb"),
+            ("train.batch_size=65537", "train.batch_size"),
+        ] {
+            let e = Config::load(None, &[set.into()]).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(&format!("(from --set {set})")), "{set}: {e}");
+        }
+        // A type error blames the override, not the file.
+        let e = Config::load(None, &["train.epochs=\"many\"".into()]).unwrap_err().to_string();
+        assert!(e.contains("train.epochs") && e.contains("--set") && !e.contains("default.toml"), "{e}");
+        // A value from the file names the file.
+        let text = DEFAULT_CONFIG.replace("lambda_indep = ", "lambda_indep = -1.0 #");
+        let e = Config::parse(&text, Path::new("my.toml"), &[]).unwrap_err().to_string();
+        assert!(e.contains("loss.lambda_indep") && e.contains("(from my.toml)"), "{e}");
     }
 }
