@@ -400,6 +400,9 @@ mod tests {
             let e = Config::load(None, &[set.into()]).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains(&format!("(from --set {set})")), "{set}: {e}");
         }
+        // Each size in range, their product (one activation) not.
+        let e = Config::load(None, &["model.c=4096".into(), "train.batch_size=65536".into()]).unwrap_err().to_string();
+        assert!(e.contains("train.batch_size") && e.contains("more than 2^33"), "{e}");
         // A type error blames the override, not the file.
         let e = Config::load(None, &["train.epochs=\"many\"".into()]).unwrap_err().to_string();
         assert!(e.contains("train.epochs") && e.contains("--set") && !e.contains("default.toml"), "{e}");
