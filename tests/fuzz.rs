@@ -268,5 +268,23 @@ fn model_inputs_safetensors_config_manifest_shard_and_vcf() {
     assert!(ok, "vep on the unchanged VCF failed");
     n += fuzz_file(&vcf, 30, &vep, limit);
     assert!(!t.root.join("vep.tsv.tmp").exists());
+    // BED regions, read by embed against the same genome.
+    let bed = t.root.join("r.bed");
+    std::fs::write(&bed, "chr1\t1000\t1200\tr1\nchr1\t5000\t5100\tr2\nchr2\t300\t400\n").unwrap();
+    let emb = t.root.join("emb");
+    let embed: Vec<&std::ffi::OsStr> = vec![
+        os("embed"),
+        os("--checkpoint"),
+        t.ckpt.as_os_str(),
+        os("--bed"),
+        bed.as_os_str(),
+        os("--genome"),
+        fasta.as_os_str(),
+        os("--out"),
+        emb.as_os_str(),
+        os("--shifts"),
+        os("1"),
+    ];
+    n += fuzz_file(&bed, 40, &embed, limit);
     assert!(n > 100, "{n} cases");
 }
