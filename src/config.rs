@@ -172,12 +172,15 @@ impl Config {
     /// Parse TOML text, apply `key=value` overrides (dotted keys, TOML values; bare words become strings).
     pub fn parse(text: &str, source: &Path, overrides: &[String]) -> Result<Self> {
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, source, e))?;
+        let file_doc = doc.clone();
         for o in overrides {
             apply_override(&mut doc, o)?;
         }
-        let cfg: Config = Config::deserialize(toml::Value::Table(doc))
-            .map_err(|e| MfdError::input(source, None, None, e.message().to_string()))?;
-        cfg.validate()?;
+        let cfg: Config = match Config::deserialize(toml::Value::Table(doc)) {
+            Ok(c) => c,
+            Err(e) => return Err(deserialize_error(&file_doc, source, overrides, e)),
+        };
+        cfg.validate().map_err(|e| with_source(e, source, overrides))?;
         Ok(cfg)
     }
 
@@ -195,11 +198,15 @@ impl Config {
         toml::to_string(self).expect("config serialises")
     }
 
+    /// Every value's valid range, checked once; the error names the key. The upper bounds keep every size the
+    /// model allocates (and every shift) far from overflow and from a runaway allocation.
     pub fn validate(&self) -> Result<()> {
         let m = &self.model;
-        if m.c < 2 {
-            return Err(MfdError::config("model.c", "must be >= 2"));
-        }
+        int_range("model.c", m.c, 2, MAX_C)?;
+        int_range("model.tower_layers", m.tower_layers, 1, 16)?;
+        int_range("model.dilated_layers", m.dilated_layers, 0, 32)?;
+        int_range("model.seq_len", m.seq_len, 4, MAX_SEQ_LEN)?;
+        int_range("model.crop", m.crop, 0, MAX_SEQ_LEN)?;
         let pool = 1usize << (m.tower_layers + 1);
         if !m.seq_len.is_multiple_of(pool) || m.seq_len / pool != 2 * m.crop + 1 {
             return Err(MfdError::config(
@@ -210,6 +217,19 @@ impl Config {
                 ),
             ));
         }
+        float_range("model.dilation_growth", m.dilation_growth, 1.0, 16.0)?;
+        let top = 2.0 * m.dilation_growth.powi(m.dilated_layers.saturating_sub(1) as i32);
+        if m.dilated_layers > 0 && top > m.seq_len as f64 {
+            return Err(MfdError::config(
+                "model.dilation_growth",
+                format!(
+                    "the last dilated block's dilation floor(2 * {}^{}) = {top:.0} exceeds seq_len {}",
+                    m.dilation_growth,
+                    m.dilated_layers - 1,
+                    m.seq_len
+                ),
+            ));
+        }
         let schedule = crate::model::spec::channel_schedule(m.c, m.tower_layers);
         if schedule.last() != Some(&m.c) {
             return Err(MfdError::config(
@@ -217,37 +237,106 @@ impl Config {
                 format!("the tower's channel schedule {schedule:?} does not end at C = {}", m.c),
             ));
         }
-        if self.train.batch_size < 2 {
-            return Err(MfdError::config("train.batch_size", "must be >= 2 (batch statistics)"));
-        }
-        if self.train.lr.is_nan() || self.train.lr <= 0.0 {
-            return Err(MfdError::config("train.lr", "must be > 0"));
-        }
-        if !(self.train.hyper_lr_scale.is_finite() && self.train.hyper_lr_scale > 0.0) {
-            return Err(MfdError::config("train.hyper_lr_scale", "must be a finite number > 0 (1 = the model's lr)"));
-        }
-        if self.loss.lambda_indep < 0.0 {
-            return Err(MfdError::config("loss.lambda_indep", "must be >= 0"));
+        let a = &self.adversary;
+        int_range("adversary.hidden", a.hidden, 1, 1 << 16)?;
+        int_range("adversary.layers", a.layers, 0, 16)?;
+        float_range("adversary.lr", a.lr, f64::MIN_POSITIVE, 10.0)?;
+        int_range("adversary.steps_per_model_step", a.steps_per_model_step, 1, 1000)?;
+        float_range("loss.lambda_indep", self.loss.lambda_indep, 0.0, 1e6)?;
+        let t = &self.train;
+        int_range("train.batch_size", t.batch_size, 2, 1 << 16)?;
+        float_range("train.lr", t.lr, f64::MIN_POSITIVE, 10.0)?;
+        float_range("train.hyper_lr_scale", t.hyper_lr_scale, f64::MIN_POSITIVE, 1e3)?;
+        float_range("train.weight_decay", t.weight_decay, 0.0, 1e3)?;
+        int_range("train.epochs", t.epochs, 1, 1_000_000)?;
+        int_range("train.max_steps", t.max_steps, 0, 1 << 40)?;
+        float_range("train.max_seconds", t.max_seconds, 0.0, 1e9)?;
+        int_range("train.log_every", t.log_every, 1, 1 << 40)?;
+        int_range("train.keep_best", t.keep_best, 1, 1000)?;
+        // One activation of the trunk is B x T x C floats; past 2^33 (32 GiB) a run cannot fit any machine's memory
+        // and would abort in the allocator instead of failing here.
+        let act = (t.batch_size as u128) * (m.seq_len as u128) * (m.c as u128);
+        if act > 1 << 33 {
+            return Err(MfdError::config(
+                "train.batch_size",
+                format!(
+                    "batch_size {} x seq_len {} x c {} = {act} floats per activation, more than 2^33",
+                    t.batch_size, m.seq_len, m.c
+                ),
+            ));
         }
         if !["global", "local"].contains(&self.dist.batch_stats.as_str()) {
             return Err(MfdError::config("dist.batch_stats", "must be \"global\" or \"local\""));
         }
-        if self.dist.bucket_mb.is_nan() || self.dist.bucket_mb <= 0.0 {
-            return Err(MfdError::config("dist.bucket_mb", "must be > 0 (MiB per gradient all-reduce bucket)"));
-        }
-        if !["cpu", "cuda", "auto"].contains(&self.train.backend.as_str()) {
+        float_range("dist.bucket_mb", self.dist.bucket_mb, 1e-6, 4096.0)?;
+        if !["cpu", "cuda", "auto"].contains(&t.backend.as_str()) {
             return Err(MfdError::config("train.backend", "must be \"cpu\", \"cuda\" or \"auto\""));
         }
-        if self.adversary.enabled && (self.adversary.hidden == 0 || self.adversary.steps_per_model_step == 0) {
-            return Err(MfdError::config("adversary", "hidden and steps_per_model_step must be > 0"));
+        if t.out.as_os_str().is_empty() {
+            return Err(MfdError::config("train.out", "must name a run directory"));
+        }
+        if self.data.dataset.as_os_str().is_empty() {
+            return Err(MfdError::config("data.dataset", "must name a dataset directory"));
         }
         Ok(())
     }
 }
 
+/// Largest trunk width C accepted (the paper uses 30 and 120).
+pub const MAX_C: usize = 4096;
+/// Largest input length T accepted (the reference uses 2176).
+pub const MAX_SEQ_LEN: usize = 1 << 17;
+
+fn int_range(key: &str, v: usize, lo: usize, hi: usize) -> Result<()> {
+    if v < lo || v > hi {
+        return Err(MfdError::config(key, format!("{v} is out of range: expected {lo} ..= {hi}")));
+    }
+    Ok(())
+}
+
+fn float_range(key: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(v.is_finite() && v >= lo && v <= hi) {
+        let lo = if lo == f64::MIN_POSITIVE { "> 0".to_string() } else { format!(">= {lo}") };
+        return Err(MfdError::config(key, format!("{v} is out of range: expected a finite number {lo} and <= {hi}")));
+    }
+    Ok(())
+}
+
+/// Say where the offending value came from: a `--set` override or the config file.
+fn with_source(e: MfdError, source: &Path, overrides: &[String]) -> MfdError {
+    match e {
+        MfdError::Config { key, msg } => {
+            let set = overrides.iter().rev().find(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+            let from = match set {
+                Some(o) => format!("--set {o}"),
+                None => source.display().to_string(),
+            };
+            MfdError::Config { key, msg: format!("{msg} (from {from})") }
+        }
+        e => e,
+    }
+}
+
 fn toml_error(text: &str, source: &Path, e: toml::de::Error) -> MfdError {
-    let line = e.span().map(|s| text[..s.start].lines().count().max(1) as u64);
+    let line = e.span().map(|s| text.get(..s.start).unwrap_or(text).lines().count().max(1) as u64);
     MfdError::input(source, line, None, e.message().to_string())
+}
+
+/// A type error blames the first `--set` override that brings it in, else the file.
+fn deserialize_error(file_doc: &toml::Table, source: &Path, overrides: &[String], e: toml::de::Error) -> MfdError {
+    if Config::deserialize(toml::Value::Table(file_doc.clone())).is_ok() {
+        let mut doc = file_doc.clone();
+        for o in overrides {
+            if apply_override(&mut doc, o).is_err() {
+                continue;
+            }
+            if let Err(e2) = Config::deserialize(toml::Value::Table(doc.clone())) {
+                let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k.trim());
+                return MfdError::config(key, format!("{} (from --set {o})", e2.message()));
+            }
+        }
+    }
+    MfdError::input(source, None, None, e.message().to_string())
 }
 
 fn apply_override(doc: &mut toml::Table, o: &str) -> Result<()> {
@@ -294,5 +383,32 @@ mod tests {
         assert!(e.contains("width"), "{e}");
         let e = Config::parse("[data\n", Path::new("bad.toml"), &[]).unwrap_err().to_string();
         assert!(e.contains("bad.toml:1"), "{e}");
+    }
+
+    #[test]
+    fn ranges_name_the_key_and_where_the_value_came_from() {
+        for (set, key) in [
+            ("adversary.lr=-1", "adversary.lr"),
+            ("train.weight_decay=-5", "train.weight_decay"),
+            ("model.dilation_growth=0", "model.dilation_growth"),
+            ("model.c=4000000000", "model.c"),
+            ("model.tower_layers=63", "model.tower_layers"),
+            ("train.keep_best=0", "train.keep_best"),
+            ("dist.bucket_mb=inf", "dist.bucket_mb"),
+            ("train.batch_size=65537", "train.batch_size"),
+        ] {
+            let e = Config::load(None, &[set.into()]).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(&format!("(from --set {set})")), "{set}: {e}");
+        }
+        // Each size in range, their product (one activation) not.
+        let e = Config::load(None, &["model.c=4096".into(), "train.batch_size=65536".into()]).unwrap_err().to_string();
+        assert!(e.contains("train.batch_size") && e.contains("more than 2^33"), "{e}");
+        // A type error blames the override, not the file.
+        let e = Config::load(None, &["train.epochs=\"many\"".into()]).unwrap_err().to_string();
+        assert!(e.contains("train.epochs") && e.contains("--set") && !e.contains("default.toml"), "{e}");
+        // A value from the file names the file.
+        let text = DEFAULT_CONFIG.replace("lambda_indep = ", "lambda_indep = -1.0 #");
+        let e = Config::parse(&text, Path::new("my.toml"), &[]).unwrap_err().to_string();
+        assert!(e.contains("loss.lambda_indep") && e.contains("(from my.toml)"), "{e}");
     }
 }

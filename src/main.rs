@@ -61,7 +61,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One readable line: an error that echoes a huge input is cut (the messages name file, line, field).
+            let msg = e.to_string();
+            if msg.chars().count() > 600 {
+                let head: String = msg.chars().take(600).collect();
+                eprintln!("error: {head}... ({} characters)", msg.chars().count());
+            } else {
+                eprintln!("error: {msg}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -56,7 +56,7 @@ fn fai_not_matching() {
 fn peak_on_unknown_contig() {
     let fx = fixture();
     fx.write("peaks/e0.bed", "chr1\t0\t100\nchrZ\t5\t10\n");
-    fails(&fx, &["e0.bed:2 [field chrom]", "unknown contig 'chrZ'"]);
+    fails(&fx, &["e0.bed:2 [field chrom]", "unknown contig \"chrZ\""]);
 }
 
 #[test]
@@ -177,4 +177,80 @@ fn cli_error_is_one_line_and_exit_code() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("error: ") && err.contains("e0.bed:1 [field chromEnd]"), "{err}");
     fx.assert_no_dataset();
+}
+
+/// A UTF-8 byte-order mark (as some editors write) is dropped from peaks.tsv, a BED file and the metadata TSV:
+/// the dataset is the same as without it (it used to stick to the first field: "unknown contig 'chr1'").
+#[test]
+fn byte_order_marks_are_dropped() {
+    let fx = fixture();
+    prepare(&fx.args()).unwrap();
+    let want = std::fs::read(fx.out.join("labels-00000.bin")).unwrap();
+    std::fs::remove_dir_all(&fx.out).unwrap();
+    for name in ["peaks.tsv", "peaks/e0.bed", "metadata.tsv"] {
+        let text = std::fs::read_to_string(fx.path(name)).unwrap();
+        fx.write(name, &format!("\u{feff}{text}"));
+    }
+    prepare(&fx.args()).unwrap();
+    assert!(std::fs::read(fx.out.join("labels-00000.bin")).unwrap() == want);
+    // Elsewhere an invisible character is shown escaped.
+    fx.write("peaks/e0.bed", "chr1\t0\t100\n\u{200b}chr1\t5\t10\n");
+    std::fs::remove_dir_all(&fx.out).unwrap();
+    fails(&fx, &["e0.bed:2 [field chrom]", "\\u{200b}chr1"]);
+}
+
+/// A peak path that is a directory or a FIFO, an --out below a regular file: errors that say so.
+#[test]
+fn peak_path_kinds_and_out_below_a_file() {
+    let fx = fixture();
+    std::fs::create_dir(fx.path("peaks/dir.bed")).unwrap();
+    fx.write("peaks.tsv", "E0\tpeaks/e0.bed\nE1\tpeaks/dir.bed\n");
+    fails(&fx, &["peaks.tsv:2 [field path]", "is a directory"]);
+    let fifo = fx.path("peaks/fifo.bed");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    if made {
+        fx.write("peaks.tsv", "E0\tpeaks/e0.bed\nE1\tpeaks/fifo.bed\n");
+        fails(&fx, &["peaks.tsv:2 [field path]", "not a regular file"]);
+    }
+    let fx = fixture();
+    let file = fx.write("plain.txt", "x");
+    let mut a = fx.args();
+    a.out = file.join("sub/ds");
+    let e = prepare(&a).unwrap_err().to_string();
+    assert!(e.contains("plain.txt is a file, not a directory"), "{e}");
+}
+
+/// A .fai with line_width 0 or below line_bases is refused where it is read (prepare too).
+#[test]
+fn fai_line_sizes_are_validated() {
+    let fx = fixture();
+    prepare(&fx.args()).unwrap();
+    std::fs::remove_dir_all(&fx.out).unwrap();
+    let fai = std::fs::read_to_string(fx.path("genome.fa.fai")).unwrap();
+    fx.write("genome.fa.fai", &fai.replacen("\t61\n", "\t0\n", 1));
+    fails(&fx, &["genome.fa.fai:1 [field line_width]", "less than line_bases"]);
+    fx.write("genome.fa.fai", &fai.replacen("\t60\t61\n", "\t0\t61\n", 1));
+    fails(&fx, &["genome.fa.fai:1 [field line_bases]"]);
+}
+
+/// A bgzip FASTA cut mid-block: an error naming the file and saying it is truncated (was "failed to fill whole
+/// buffer"). The fixture's genome is compressed with small blocks so the cut lands inside the stream.
+#[test]
+fn truncated_bgzip_fasta() {
+    let fx = fixture();
+    prepare(&fx.args()).unwrap(); // writes genome.fa.fai
+    let gz = fx.path("genome.fa.gz");
+    let bytes = bgzip(&fasta_text(60));
+    std::fs::copy(fx.path("genome.fa.fai"), fx.path("genome.fa.gz.fai")).unwrap();
+    std::fs::write(fx.path("genome.fa.gz.gzi"), 0u64.to_le_bytes()).unwrap();
+    let mut a = fx.args();
+    a.fasta = gz.clone();
+    a.out = fx.path("ds-cut");
+    for cut in [bytes.len() / 2, bytes.len() - 30, 20] {
+        std::fs::write(&gz, &bytes[..cut]).unwrap();
+        let e = prepare(&a).unwrap_err().to_string();
+        assert!(e.contains("genome.fa.gz") && e.len() < 400, "cut at {cut}: {e}");
+        assert!(!e.contains("fill whole buffer"), "cut at {cut}: {e}");
+        assert!(!a.out.exists());
+    }
 }

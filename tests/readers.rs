@@ -169,11 +169,13 @@ fn checksum_mismatch_names_file_and_sha256() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x10;
     std::fs::write(&p, &bytes).unwrap();
-    // Shapes still fit, so a plain open succeeds; the checksums catch it.
-    let ds = Dataset::open(dir.path()).unwrap();
+    // Shapes still fit, so an open without checksums succeeds; the checksums catch it, and `open` reads them.
+    let ds = Dataset::open_unverified(dir.path()).unwrap();
     let e = ds.verify().unwrap_err().to_string();
     assert!(e.contains("labels-00001.bin") && e.contains("sha256"), "{e}");
     let e = Dataset::open_verified(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("labels-00001.bin") && e.contains("sha256"), "{e}");
+    let e = Dataset::open(dir.path()).unwrap_err().to_string();
     assert!(e.contains("labels-00001.bin") && e.contains("sha256"), "{e}");
     // The genome too.
     let g = dir.path().join("genome.bin");
@@ -248,4 +250,25 @@ fn bench_encode_5mb() {
             b.parallel_per_s
         );
     }
+}
+
+/// `Dataset::open` reads the checksums once, writes `.verified`, and reads them again when a file's size or mtime
+/// changes: a flipped label bit is refused at open (it used to train).
+#[test]
+fn open_verifies_checksums_once_and_after_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = small(dir.path());
+    Dataset::open(dir.path()).unwrap();
+    let marker = dir.path().join(mfd::data::dataset::VERIFIED_FILE);
+    let stamp = std::fs::read_to_string(&marker).unwrap();
+    assert!(stamp.starts_with("manifest ") && stamp.contains("labels-00001.bin"), "{stamp}");
+    Dataset::open(dir.path()).unwrap();
+    let p = dir.path().join(&m.shards[1].labels.name);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[70] ^= 0x01;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&p, &bytes).unwrap();
+    let e = Dataset::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("labels-00001.bin") && e.contains("sha256"), "{e}");
+    assert!(e.len() < 400, "{} chars: {e}", e.len());
 }

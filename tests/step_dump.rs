@@ -54,7 +54,7 @@ fn setup() -> &'static Setup {
                 ],
             )
             .unwrap();
-            run(&cfg, &TrainOptions { resume: false, skip_final_eval: true }).unwrap();
+            run(&cfg, &TrainOptions { resume: false, skip_final_eval: true, overwrite: false }).unwrap();
         }
         Setup { ckpt, dataset }
     })

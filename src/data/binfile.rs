@@ -161,9 +161,11 @@ impl BinFile {
         let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let want = n.and_then(|n| n.checked_mul(dtype.size() as u64)).and_then(|b| b.checked_add(HEADER_LEN as u64));
         if want != Some(len) {
+            let need = want.map_or("more than 2^64".to_string(), |w| w.to_string());
+            let what = if want.is_some_and(|w| w > len) { "truncated" } else { "size does not match its header" };
             return Err(bad(
                 "header.shape",
-                format!("shape {shape:?} needs {want:?} bytes but the file has {len}; HINT: truncated file, re-run `mfd prepare`"),
+                format!("{what}: shape {shape:?} needs {need} bytes, the file has {len}; HINT: re-run `mfd prepare`"),
             ));
         }
         Ok(BinFile { path: path.to_path_buf(), map, dtype, shape })
@@ -287,12 +289,17 @@ pub fn write_array<T: Element>(path: impl AsRef<Path>, kind: &str, shape: &[u64]
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
     let tmp = tmp_path(path);
-    {
+    let res = (|| {
         let mut f = File::create(&tmp).at(&tmp)?;
         f.write_all(bytes).at(&tmp)?;
         f.sync_all().at(&tmp)?;
+        std::fs::rename(&tmp, path).at(path)
+    })();
+    if res.is_err() {
+        // A full disk or a bad target leaves no temporary file behind.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).at(path)
+    res
 }
 
 #[cfg(test)]

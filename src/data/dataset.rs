@@ -3,7 +3,9 @@
 //!
 //! Key decision: everything the hot path relies on is checked once, at open, against the manifest (array
 //! shapes, contig table, tile records), so the accessors afterwards are plain infallible slice reads of the
-//! mapped files. Checksums are not read at open (that reads every byte); `open_verified` adds them.
+//! mapped files. `open` also checks the SHA-256 of every file the first time and writes `.verified` (the
+//! manifest's checksum and every file's size and mtime); later opens re-read the checksums only when one of those
+//! changed. `open_unverified` skips the checksums, `open_verified` always reads them.
 //! `write_raw_dataset` writes a valid directory straight from memory, for tests and benchmarks.
 
 use crate::data::binfile::{write_array, BinFile, DType, HEADER_LEN};
@@ -52,9 +54,29 @@ pub struct Dataset {
     row_bytes: usize,
 }
 
+/// Marker of a dataset whose checksums were verified: the manifest's SHA-256 and each file's size and mtime.
+pub const VERIFIED_FILE: &str = ".verified";
+
 impl Dataset {
-    /// Load the manifest and map every array, checking all shapes against the manifest.
+    /// Load the manifest, map every array and check all shapes against the manifest; then the checksums of every
+    /// file, unless `.verified` says they were checked and no file changed size or mtime since.
     pub fn open(dir: impl AsRef<Path>) -> Result<Dataset> {
+        let ds = Self::open_unverified(dir)?;
+        let stamp = verified_stamp(&ds.dir, &ds.manifest)?;
+        let marker = ds.dir.join(VERIFIED_FILE);
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(stamp.as_str()) {
+            ds.verify()?;
+            // Best effort: a read-only dataset is verified on every open instead.
+            let tmp = ds.dir.join(format!("{VERIFIED_FILE}.{}.tmp", std::process::id()));
+            if std::fs::write(&tmp, &stamp).is_err() || std::fs::rename(&tmp, &marker).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(ds)
+    }
+
+    /// Shapes only (no checksums): `mfd inspect` and tests of the checksum path.
+    pub fn open_unverified(dir: impl AsRef<Path>) -> Result<Dataset> {
         let dir = dir.as_ref();
         let manifest = Manifest::load(dir)?;
         Self::open_with(dir, manifest)
@@ -244,6 +266,21 @@ pub fn get_bit(row: &[u8], o: usize) -> bool {
 /// Set bit `o` of a label row.
 pub fn set_bit(row: &mut [u8], o: usize) {
     row[o / 8] |= 1 << (o % 8);
+}
+
+/// The content `.verified` must have for the directory as it is now.
+fn verified_stamp(dir: &Path, m: &Manifest) -> Result<String> {
+    let mpath = dir.join(MANIFEST_FILE);
+    let (_, msum) = sha256_file(&mpath)?;
+    let mut s = format!("manifest {msum}\n");
+    let names = m.files.iter().map(|f| &f.name).chain(m.shards.iter().flat_map(|x| [&x.tiles.name, &x.labels.name]));
+    for name in names {
+        let p = dir.join(name);
+        let md = std::fs::metadata(&p).at(&p)?;
+        let mtime = md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+        s.push_str(&format!("{name} {} {}.{:09}\n", md.len(), mtime.as_secs(), mtime.subsec_nanos()));
+    }
+    Ok(s)
 }
 
 fn verify_all(dir: &Path, m: &Manifest) -> Result<()> {

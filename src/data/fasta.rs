@@ -94,7 +94,7 @@ pub struct FaiEntry {
 
 /// Read a `.fai` (5 tab-separated columns; a 6th, as in FASTQ indexes, is rejected). Returns (line, entry).
 pub fn read_fai(path: &Path) -> Result<Vec<(u64, FaiEntry)>> {
-    let text = std::fs::read_to_string(path).at(path)?;
+    let text = crate::data::read_text_input(path)?;
     let mut out = Vec::new();
     const FIELDS: [&str; 5] = ["name", "length", "offset", "line_bases", "line_width"];
     for (i, line) in text.lines().enumerate() {
@@ -119,9 +119,56 @@ pub fn read_fai(path: &Path) -> Result<Vec<(u64, FaiEntry)>> {
             line_bases: nums[2],
             line_width: nums[3],
         };
+        if e.name.is_empty() {
+            return Err(MfdError::input(path, Some(ln), Some("name"), "empty contig name"));
+        }
+        if e.length > 0 && e.line_bases == 0 {
+            return Err(MfdError::input(path, Some(ln), Some("line_bases"), "0 for a non-empty contig"));
+        }
+        if e.line_width < e.line_bases {
+            return Err(MfdError::input(
+                path,
+                Some(ln),
+                Some("line_width"),
+                format!(
+                    "{} is less than line_bases {} (bytes per line include the newline)",
+                    e.line_width, e.line_bases
+                ),
+            ));
+        }
+        if fai_end(&e).is_none() {
+            return Err(MfdError::input(path, Some(ln), Some("length"), "the contig's byte range overflows"));
+        }
+        if let Some((first, _)) = out.iter().find(|(_, o): &&(u64, FaiEntry)| o.name == e.name) {
+            return Err(MfdError::input(
+                path,
+                Some(ln),
+                Some("name"),
+                format!("contig '{}' is indexed twice (first on line {first})", short(&e.name)),
+            ));
+        }
         out.push((ln, e));
     }
     Ok(out)
+}
+
+/// One past the byte of the contig's last base (None on overflow).
+pub fn fai_end(e: &FaiEntry) -> Option<u64> {
+    if e.length == 0 {
+        return Some(e.offset);
+    }
+    let last = e.length - 1;
+    let lb = e.line_bases.max(1);
+    (last / lb).checked_mul(e.line_width)?.checked_add(last % lb)?.checked_add(e.offset)?.checked_add(1)
+}
+
+/// At most 60 characters of `s` (for messages that echo input).
+pub fn short(s: &str) -> String {
+    if s.chars().count() <= 60 {
+        s.to_string()
+    } else {
+        format!("{}... ({} characters)", s.chars().take(60).collect::<String>(), s.chars().count())
+    }
 }
 
 /// The text of a `.fai` for `entries`.
@@ -221,7 +268,16 @@ impl<R: BufRead> FastaStream<R> {
     /// Read the next line into `self.line` (terminator kept); false at end of file.
     fn read_line(&mut self) -> Result<bool> {
         self.line.clear();
-        let n = self.reader.read_until(b'\n', &mut self.line).at(&self.path)?;
+        let n = self.reader.read_until(b'\n', &mut self.line).map_err(|e| {
+            let msg = match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    "the file ends mid-block (a truncated bgzip/gzip file?)".to_string()
+                }
+                std::io::ErrorKind::InvalidData => format!("corrupted compressed data: {e}"),
+                _ => format!("read error: {e}"),
+            };
+            MfdError::input(&self.path, Some(self.line_no + 1), None, msg)
+        })?;
         if n == 0 {
             return Ok(false);
         }

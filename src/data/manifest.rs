@@ -132,6 +132,7 @@ impl Manifest {
             ));
         }
         let text = std::fs::read_to_string(&path).at(&path)?;
+        check_self_sum(&path, &text)?;
         let m: Manifest = toml::from_str(&text).map_err(|e| {
             // 1-based line of the error's first byte (`lines()` would miss the line when the span starts it).
             let line = e.span().map(|s| text[..s.start].matches('\n').count() as u64 + 1);
@@ -146,6 +147,14 @@ impl Manifest {
                 None,
                 Some("version"),
                 format!("{}, this build reads {FORMAT_VERSION}", m.version),
+            ));
+        }
+        if m.tile_size as u64 != crate::data::peaks::TILE {
+            return Err(MfdError::input(
+                &path,
+                None,
+                Some("tile_size"),
+                format!("{}, expected {} (the model predicts 128-bp tiles)", m.tile_size, crate::data::peaks::TILE),
             ));
         }
         if m.classes.len() != m.num_classes as usize {
@@ -163,7 +172,9 @@ impl Manifest {
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let text = toml::to_string(self).map_err(|e| MfdError::other(format!("serialising manifest: {e}")))?;
+        let mut text = toml::to_string(self).map_err(|e| MfdError::other(format!("serialising manifest: {e}")))?;
+        let sum = sha256_hex(text.as_bytes());
+        text.push_str(&format!("{SELF_SUM}{sum}\n"));
         write_atomic(dir.join(MANIFEST_FILE), text.as_bytes())
     }
 
@@ -174,6 +185,30 @@ impl Manifest {
     pub fn contig_index(&self, name: &str) -> Option<usize> {
         self.contigs.iter().position(|c| c.name == name)
     }
+}
+
+/// The last line of a manifest: a TOML comment with the SHA-256 of the text before it, so that an edited
+/// manifest is refused on load (manifests written before it existed have none and are read as they are).
+const SELF_SUM: &str = "# manifest-sha256 ";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn check_self_sum(path: &Path, text: &str) -> Result<()> {
+    let body_end = text.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1);
+    let Some(sum) = text[body_end..].strip_prefix(SELF_SUM) else { return Ok(()) };
+    let got = sha256_hex(&text.as_bytes()[..body_end]);
+    if sum.trim() != got {
+        return Err(MfdError::input(
+            path,
+            Some(text[..body_end].lines().count() as u64 + 1),
+            Some("manifest-sha256"),
+            "the manifest was changed after `mfd prepare` wrote it (checksum mismatch); HINT: re-run `mfd prepare`",
+        ));
+    }
+    Ok(())
 }
 
 /// Bytes per label row for `o` classes: whole 64-bit words, so rows can be read as u64 on any device.
@@ -253,11 +288,28 @@ mod tests {
         }
     }
 
-    /// Rewrite `dir`'s manifest with `edit` applied to its text.
+    /// Rewrite `dir`'s manifest with `edit` applied to its text, without its checksum line (as an old manifest).
     fn edit(dir: &Path, edit: impl Fn(&str) -> String) {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, edit(&text)).unwrap();
+        let body: String = text.lines().filter(|l| !l.starts_with(SELF_SUM)).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, edit(&body)).unwrap();
+    }
+
+    #[test]
+    fn an_edited_manifest_is_refused_and_tile_size_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        manifest().save(dir.path()).unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().last().unwrap().starts_with(SELF_SUM), "{text}");
+        std::fs::write(&path, text.replace("tile_size = 128", "tile_size = 0")).unwrap();
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("manifest-sha256") && e.contains("changed after"), "{e}");
+        // Without the checksum line (an old manifest) the value itself is refused, by name.
+        edit(dir.path(), |t| t.to_string());
+        let e = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("[field tile_size]") && e.contains("expected 128"), "{e}");
     }
 
     /// 1-based line of the first line of `text` starting with `prefix`.
@@ -280,6 +332,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         manifest().save(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        let text: String = text.lines().filter(|l| !l.starts_with(SELF_SUM)).map(|l| format!("{l}\n")).collect();
         // An error spanning from the start of a line (unknown key) and one inside a line (wrong type).
         let unknown = text.replace("tile_size = 128\n", "tile_size = 128\nbogus = 1\n");
         let want = line_of(&unknown, "bogus");

@@ -3,7 +3,7 @@
 //! experiments of `peaks.tsv`), so `DATASET/metadata.tsv` is the user's table, not a re-serialisation; the
 //! encoding of metadata columns for the hypernetworks happens later, from this file.
 
-use crate::error::{IoContext, MfdError, Result};
+use crate::error::{MfdError, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -36,7 +36,7 @@ impl MetadataTable {
 /// Errors: no header; a row whose field count differs from the header's; an empty or duplicate id (both lines
 /// named); an experiment without a row (named with its `peaks_table` line).
 pub fn read_metadata(path: &Path, experiments: &[(String, u64)], peaks_table: &Path) -> Result<MetadataTable> {
-    let text = std::fs::read_to_string(path).at(path)?;
+    let text = crate::data::read_text_input(path)?;
     let mut lines = text.lines().enumerate().map(|(i, l)| (i as u64 + 1, l.trim_end_matches('\r')));
     let header = loop {
         match lines.next() {

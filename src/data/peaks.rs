@@ -29,7 +29,7 @@ pub struct PeakSource {
 /// Read `peaks.tsv`: `experiment<TAB>path` rows in class order; `#` and blank lines skipped; a first row exactly
 /// `experiment\tpath` is a header. Duplicate ids and missing files are errors naming the line.
 pub fn read_peak_table(path: &Path) -> Result<Vec<PeakSource>> {
-    let text = std::fs::read_to_string(path).at(path)?;
+    let text = crate::data::read_text_input(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut rows: Vec<PeakSource> = Vec::new();
     let mut first_line: HashMap<String, u64> = HashMap::new();
@@ -70,12 +70,16 @@ pub fn read_peak_table(path: &Path) -> Result<Vec<PeakSource>> {
             ));
         }
         let resolved = base.join(file);
-        if !resolved.is_file() {
+        if let Err(e) = crate::data::check_input_file(&resolved) {
+            let what = match e {
+                MfdError::Input { msg, .. } => msg,
+                e => e.to_string(),
+            };
             return Err(MfdError::input(
                 path,
                 Some(ln),
                 Some("path"),
-                format!("peak file {} does not exist (relative paths are relative to this table)", resolved.display()),
+                format!("peak file {} {what} (relative paths are relative to this table)", resolved.display()),
             ));
         }
         first_line.insert(id.to_string(), ln);
@@ -186,6 +190,9 @@ fn parse_peak_lines<B: BufRead>(
         while matches!(line.last(), Some(b'\n' | b'\r')) {
             line.pop();
         }
+        if ln == 1 && line.starts_with(b"\xef\xbb\xbf") {
+            line.drain(..3); // UTF-8 byte-order mark
+        }
         if line.iter().all(|b| b.is_ascii_whitespace())
             || line[0] == b'#'
             || line.starts_with(b"track")
@@ -219,7 +226,7 @@ fn parse_peak_lines<B: BufRead>(
             None => {
                 let name = String::from_utf8_lossy(cols[0]);
                 let i = contigs.resolve(&name).ok_or_else(|| {
-                    err("chrom", format!("unknown contig '{name}' (not in the FASTA, also tried with/without \"chr\")"))
+                    err("chrom", format!("unknown contig {name:?} (not in the FASTA, also tried with/without \"chr\")"))
                 })?;
                 cache.insert(cols[0].to_vec(), i);
                 i

@@ -80,7 +80,7 @@ impl Default for PrepareConfig {
 
 impl PrepareConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = crate::data::read_text_input(path)?;
         let cfg: PrepareConfig = toml::from_str(&text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start].matches('\n').count() as u64 + 1);
             MfdError::input(path, line, None, e.message().to_string())
@@ -318,6 +318,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
 
 /// Refuse an existing non-empty output directory (an empty one is replaced).
 fn check_out_dir(out: &Path) -> Result<()> {
+    crate::data::check_out_parent(out)?;
     if out.exists() {
         let empty = out.is_dir() && std::fs::read_dir(out).at(out)?.next().is_none();
         if !empty {

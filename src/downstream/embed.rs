@@ -119,8 +119,9 @@ pub fn centred_window(seq: &[u8], centre: usize, t: usize, p: Passes) -> Vec<u8>
 
 pub fn run(args: &EmbedArgs) -> Result<()> {
     let mut inf = Inference::load(&args.checkpoint, args.dataset.as_deref())?;
-    inf.batch = args.batch.max(2);
-    let p = Passes { shifts: args.shifts.max(1), both_strands: !args.forward_only };
+    inf.batch = crate::downstream::check_arg("--batch", args.batch, 1, 65_536)?.max(2);
+    let shifts = crate::downstream::check_arg("--shifts", args.shifts, 1, 4096)?;
+    let p = Passes { shifts, both_strands: !args.forward_only };
     let t = inf.t;
     let mut names = Vec::new();
     let mut windows = Vec::new();

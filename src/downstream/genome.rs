@@ -32,8 +32,13 @@ impl IndexedFasta {
         if !fai.exists() {
             return Err(MfdError::input(path, None, None, "no .fai index beside it; HINT: run `samtools faidx` on it"));
         }
-        let contigs = read_fai(&fai)?.into_iter().map(|(_, e)| (e.name.clone(), e)).collect();
+        let entries = read_fai(&fai)?;
         let file = File::open(path).at(path)?;
+        let size = file.metadata().at(path)?.len();
+        for (ln, e) in &entries {
+            check_layout(&file, size, &fai, *ln, e)?;
+        }
+        let contigs = entries.into_iter().map(|(_, e)| (e.name.clone(), e)).collect();
         Ok(IndexedFasta { path: path.to_path_buf(), file, contigs })
     }
 
@@ -80,6 +85,63 @@ impl IndexedFasta {
     pub fn fetch_codes(&self, contig: &str, start: i64, end: i64) -> Result<Vec<u8>> {
         Ok(self.fetch_letters(contig, start, end)?.into_iter().map(code).collect())
     }
+}
+
+/// The FASTA around one `.fai` entry looks as the index says: the contig lies inside the file, its header line
+/// (`>name`) ends right before `offset`, and its first and last sequence lines end where the line sizes say. A
+/// stale index (the FASTA edited after indexing) is refused here instead of shifting every window.
+fn check_layout(file: &File, size: u64, fai: &Path, ln: u64, e: &FaiEntry) -> Result<()> {
+    let stale = |field: &str, msg: String| {
+        MfdError::input(
+            fai,
+            Some(ln),
+            Some(field),
+            format!("{msg}; HINT: the index is stale or belongs to another file, re-run `samtools faidx`"),
+        )
+    };
+    let end = crate::data::fasta::fai_end(e).unwrap_or(u64::MAX);
+    if end > size {
+        return Err(stale("length", format!("contig '{}' ends at byte {end}, the FASTA has {size}", e.name)));
+    }
+    // The header line: scan back at most 64 KiB from the offset for the previous newline.
+    let back = e.offset.min(65_536);
+    let mut head = vec![0u8; back as usize];
+    read_at(file, &mut head, e.offset - back).at(fai)?;
+    let ok_header = head.last() == Some(&b'\n') && {
+        let body = &head[..head.len() - 1];
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line = &body[start..];
+        let name = e.name.as_bytes();
+        line.first() == Some(&b'>')
+            && line[1..].starts_with(name)
+            && line.get(1 + name.len()).is_none_or(|b| b.is_ascii_whitespace())
+    };
+    if !ok_header {
+        return Err(stale("offset", format!("byte {} is not right after the header line '>{}'", e.offset, e.name)));
+    }
+    // Line ends: after the first full line and after the last base.
+    let mut ends = vec![end];
+    if e.length > e.line_bases {
+        ends.push(e.offset + e.line_bases);
+    }
+    for at in ends {
+        if at < size {
+            let mut b = [0u8; 1];
+            read_at(file, &mut b, at).at(fai)?;
+            if !b[0].is_ascii_whitespace() {
+                return Err(stale(
+                    "line_bases",
+                    format!(
+                        "contig '{}': byte {at} should end a sequence line but is '{}'",
+                        e.name,
+                        b[0].escape_ascii()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -216,13 +278,16 @@ pub fn read_fasta_records(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 /// A text file, gunzipped when it starts with the gzip magic (bgzip included).
 pub fn read_text(path: &Path) -> Result<String> {
     use std::io::Read;
+    crate::data::check_input_file(path)?;
     let bytes = std::fs::read(path).at(path)?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut s = String::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut s).at(path)?;
-        Ok(s)
+        let mut s = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut s)
+            .map_err(|e| MfdError::input(path, None, None, format!("gzip: {e} (truncated or corrupted?)")))?;
+        crate::data::text_from_bytes(path, s)
     } else {
-        String::from_utf8(bytes).map_err(|_| MfdError::input(path, None, None, "not UTF-8 text"))
+        crate::data::text_from_bytes(path, bytes)
     }
 }
 

@@ -19,3 +19,11 @@ pub mod seq;
 pub mod table;
 pub mod vcf;
 pub mod vep;
+
+/// A command-line count checked against its range, naming the option (sizes the tools allocate by).
+pub fn check_arg(name: &str, v: usize, lo: usize, hi: usize) -> crate::error::Result<usize> {
+    if v < lo || v > hi {
+        return Err(crate::error::MfdError::config(name, format!("{v} is out of range: expected {lo} ..= {hi}")));
+    }
+    Ok(v)
+}

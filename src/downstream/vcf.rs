@@ -49,8 +49,11 @@ pub struct VcfReader {
     /// Total size of the file on disk.
     pub file_len: u64,
     pending: std::collections::VecDeque<Variant>,
-    buf: String,
+    buf: Vec<u8>,
 }
+
+/// Largest POS accepted (the VCF specification's 2^31 - 1).
+pub const MAX_POS: u64 = (1 << 31) - 1;
 
 impl VcfReader {
     pub fn open(path: &Path) -> Result<Self> {
@@ -75,7 +78,7 @@ impl VcfReader {
             bytes_read: count,
             file_len,
             pending: Default::default(),
-            buf: String::new(),
+            buf: Vec::new(),
         })
     }
 
@@ -91,11 +94,36 @@ impl VcfReader {
                 return Ok(Some(v));
             }
             self.buf.clear();
-            if self.lines.read_line(&mut self.buf).at(&self.path)? == 0 {
+            let ln = self.line_no + 1;
+            let n = self.lines.read_until(b'\n', &mut self.buf).map_err(|e| {
+                let msg = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "the compressed stream ends mid-block (truncated gzip/bgzip file?)".to_string()
+                } else {
+                    format!("read error: {e}")
+                };
+                MfdError::input(&self.path, Some(ln), None, msg)
+            })?;
+            if n == 0 {
                 return Ok(None);
             }
-            self.line_no += 1;
-            let line = self.buf.trim_end_matches(['\n', '\r']);
+            self.line_no = ln;
+            if ln == 1 && self.buf.starts_with(b"BCF") {
+                return Err(MfdError::input(
+                    &self.path,
+                    Some(1),
+                    None,
+                    "a BCF (binary VCF), not a VCF text file; HINT: convert it with `bcftools view -Ov`",
+                ));
+            }
+            let Ok(text) = std::str::from_utf8(&self.buf) else {
+                return Err(MfdError::input(
+                    &self.path,
+                    Some(ln),
+                    None,
+                    "not UTF-8 text (a binary or corrupted file?); expected tab-separated VCF lines",
+                ));
+            };
+            let line = text.trim_end_matches(['\n', '\r']);
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
@@ -114,12 +142,22 @@ pub fn parse_record(line: &str, path: &Path, ln: u64) -> Result<Vec<Variant>> {
     let id = next("ID")?.to_string();
     let reference = next("REF")?.to_ascii_uppercase();
     let alts = next("ALT")?;
-    let pos: u64 =
-        pos_s.parse().ok().filter(|&p| p >= 1).ok_or_else(|| {
-            MfdError::input(path, Some(ln), Some("POS"), format!("not a 1-based position: '{pos_s}'"))
-        })?;
+    let short = crate::data::fasta::short;
+    let pos: u64 = pos_s.parse().ok().filter(|&p| (1..=MAX_POS).contains(&p)).ok_or_else(|| {
+        MfdError::input(
+            path,
+            Some(ln),
+            Some("POS"),
+            format!("'{}': expected a 1-based position, 1 ..= {MAX_POS}", short(pos_s)),
+        )
+    })?;
     if reference.is_empty() || !reference.bytes().all(|b| b"ACGTN".contains(&b)) {
-        return Err(MfdError::input(path, Some(ln), Some("REF"), format!("not a base sequence: '{reference}'")));
+        return Err(MfdError::input(
+            path,
+            Some(ln),
+            Some("REF"),
+            format!("'{}': expected bases A, C, G, T or N", short(&reference)),
+        ));
     }
     if alts == "." {
         return Ok(vec![]);

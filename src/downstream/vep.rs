@@ -222,13 +222,16 @@ fn row(v: &Variant, sc: &VepScores, reduce: ClassReduce, c: usize) -> String {
 /// Stream `args.vcf` through the model; returns the counts (also written to OUT.summary.json).
 pub fn run(args: &VepArgs) -> Result<VepSummary> {
     let mut inf = Inference::load(&args.checkpoint, args.dataset.as_deref())?;
-    inf.batch = args.batch.max(2);
+    inf.batch = crate::downstream::check_arg("--batch", args.batch, 1, 65_536)?.max(2);
     let genome = Genome::Fasta(IndexedFasta::open(&args.fasta)?);
     let opts = VepOptions {
-        passes: Passes { shifts: args.shifts.max(1), both_strands: !args.forward_only },
+        passes: Passes {
+            shifts: crate::downstream::check_arg("--shifts", args.shifts, 1, 4096)?,
+            both_strands: !args.forward_only,
+        },
         scale: Scale::parse(&args.scale)?,
         reduce: ClassReduce::parse(&args.classes)?,
-        max_indel: args.max_indel,
+        max_indel: crate::downstream::check_arg("--max-indel", args.max_indel, 0, 100_000)?,
     };
     let s = run_with(&mut inf, &genome, &args.vcf, &args.out, opts)?;
     eprintln!(
@@ -256,9 +259,26 @@ pub fn side_paths(out: &Path) -> (PathBuf, PathBuf) {
 
 /// The streaming loop, for a loaded model and genome.
 pub fn run_with(inf: &mut Inference, genome: &Genome, vcf: &Path, out: &Path, o: VepOptions) -> Result<VepSummary> {
+    let tmp = tmp_path(out);
+    let res = run_inner(inf, genome, vcf, out, &tmp, o);
+    if res.is_err() {
+        // No partial output is left behind on any error.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn run_inner(
+    inf: &mut Inference,
+    genome: &Genome,
+    vcf: &Path,
+    out: &Path,
+    tmp: &Path,
+    o: VepOptions,
+) -> Result<VepSummary> {
     let mut reader = VcfReader::open(vcf)?;
     let (skipped_path, summary_path) = side_paths(out);
-    let tmp = tmp_path(out);
+    let tmp = tmp.to_path_buf();
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
     w.write_all(header(inf, o.reduce).as_bytes()).at(&tmp)?;
     let mut skipped = String::from("chrom\tpos\tid\tref\talt\tallele\tline\treason\tgenome_ref\n");

@@ -7,7 +7,7 @@
 //! vocabulary (an empty field is the label "nan"), numbers are z-scored with the population std, dates become
 //! their year, then a category. The learnable transforms live in `model::hypernet`.
 
-use crate::error::{IoContext, MfdError, Result};
+use crate::error::{MfdError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -87,7 +87,7 @@ impl MappingConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = crate::data::read_text_input(path)?;
         Self::parse(&text, path)
     }
 
@@ -171,7 +171,7 @@ pub struct MetadataTable {
 impl MetadataTable {
     /// Read a TSV whose first column is the experiment id, check its rows follow `classes` exactly.
     pub fn load(path: &Path, classes: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = crate::data::read_text_input(path)?;
         let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
         let (_, head) = lines.next().ok_or_else(|| MfdError::input(path, Some(1), None, "empty metadata file"))?;
         let header: Vec<String> = head.split('\t').map(|s| s.trim_end_matches('\r').to_string()).collect();

@@ -76,6 +76,36 @@ impl<B: Backend> Mfd<B> {
         row_bytes: usize,
         seed: u64,
     ) -> Result<Self> {
+        Self::build(be, mcfg, acfg, mapping, table, row_bytes, seed, None)
+    }
+
+    /// As `new`, for the model a checkpoint's stored config describes: every tensor's shape is checked against
+    /// the checkpoint's header before anything of the model's size is allocated.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_checkpoint(
+        be: &B,
+        mcfg: &ModelConfig,
+        acfg: &AdversaryConfig,
+        mapping: &MappingConfig,
+        table: &MetadataTable,
+        row_bytes: usize,
+        seed: u64,
+        checkpoint: &std::path::Path,
+    ) -> Result<Self> {
+        Self::build(be, mcfg, acfg, mapping, table, row_bytes, seed, Some(checkpoint))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        be: &B,
+        mcfg: &ModelConfig,
+        acfg: &AdversaryConfig,
+        mapping: &MappingConfig,
+        table: &MetadataTable,
+        row_bytes: usize,
+        seed: u64,
+        checkpoint: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let mut t = ParamTable::default();
         let spec = TrunkSpec::new(mcfg);
         let c = spec.c;
@@ -111,6 +141,9 @@ impl<B: Backend> Mfd<B> {
         } else {
             (None, None)
         };
+        if let Some(ck) = checkpoint {
+            crate::train::checkpoint::check_shapes(ck, &t)?;
+        }
         let host = t.init_host(seed);
         let params = Params::new(be, t, &host)?;
         Ok(Mfd { params, trunk, hyper, head_bias, adv_bio, adv_tech, c, o, row_bytes, bufs: None })

@@ -67,7 +67,8 @@ fn run_point(
         comm.barrier()?;
         return Ok(res);
     }
-    let opts = TrainOptions { resume, skip_final_eval: false };
+    // A new point's directory holds no checkpoint: whatever an earlier attempt left there is moved aside.
+    let opts = TrainOptions { resume, skip_final_eval: false, overwrite: !resume };
     let summary: RunSummary = match crate::backend::cuda::choose_backend(&cfg.train.backend, local_rank)? {
         crate::backend::cuda::BackendChoice::Cpu => run_dist(&CpuBackend, comm, cfg, &opts)?,
         crate::backend::cuda::BackendChoice::Cuda(be) => run_dist(be.as_ref(), comm, cfg, &opts)?,

@@ -202,7 +202,16 @@ pub fn finish(sweep: &Sweep, point: &Point, summary: Option<&RunSummary>) -> Res
     let ck_path = best_checkpoint(dir, summary)?;
     let be = CpuBackend;
     let (mapping, table) = load_metadata(cfg, &ds)?;
-    let mut model = Mfd::new(&be, &cfg.model, &cfg.adversary, &mapping, &table, ds.label_row_bytes(), cfg.train.seed)?;
+    let mut model = Mfd::for_checkpoint(
+        &be,
+        &cfg.model,
+        &cfg.adversary,
+        &mapping,
+        &table,
+        ds.label_row_bytes(),
+        cfg.train.seed,
+        &ck_path,
+    )?;
     let ck = checkpoint::load(&ck_path, &model.params.table)?;
     for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
         be.write(v, h)?;

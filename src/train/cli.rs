@@ -28,6 +28,9 @@ pub struct TrainArgs {
     /// Continue the run in the run directory from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start afresh in a non-empty run directory: the old run is first moved to `<out>.old-<unix time>`.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
 }
 
 pub fn train(args: &TrainArgs) -> Result<()> {
@@ -43,7 +46,10 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if rank0 {
         eprintln!("mfd: resolved config:\n{}", cfg.to_toml());
     }
-    let s = crate::train::trainer::run(&cfg, &TrainOptions { resume: args.resume, skip_final_eval: false })?;
+    let s = crate::train::trainer::run(
+        &cfg,
+        &TrainOptions { resume: args.resume, skip_final_eval: false, overwrite: args.overwrite },
+    )?;
     if !rank0 {
         return Ok(());
     }
@@ -104,7 +110,16 @@ fn eval_on(args: &EvalArgs, comm: &dyn crate::dist::Comm) -> Result<()> {
     let ds = Dataset::open(&cfg.data.dataset)?;
     let (mapping, table) = load_metadata(&cfg, &ds)?;
     let be = CpuBackend;
-    let mut model = Mfd::new(&be, &cfg.model, &cfg.adversary, &mapping, &table, ds.label_row_bytes(), cfg.train.seed)?;
+    let mut model = Mfd::for_checkpoint(
+        &be,
+        &cfg.model,
+        &cfg.adversary,
+        &mapping,
+        &table,
+        ds.label_row_bytes(),
+        cfg.train.seed,
+        &args.checkpoint,
+    )?;
     let ck = checkpoint::load(&args.checkpoint, &model.params.table)?;
     for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
         crate::backend::Backend::write(&be, v, h)?;

@@ -85,6 +85,10 @@ pub fn evaluate_sharded<B: Backend>(
     if batch == 0 {
         return Err(MfdError::config("batch_size", "must be > 0"));
     }
+    if indices.is_empty() {
+        // No fake loss of 0.0 or AUROC of a split without tiles.
+        return Err(MfdError::input(ds.dir(), None, Some("split"), "the split to evaluate has no tiles"));
+    }
     let o = model.o;
     let batches = indices.len().div_ceil(batch);
     let mut shard = Shard::default();

@@ -269,7 +269,16 @@ pub fn load_model(ckpt: &Path, dataset: Option<&Path>) -> Result<Loaded> {
     let ds = Dataset::open(&cfg.data.dataset)?;
     let (mapping, table) = load_metadata(&cfg, &ds)?;
     let be = CpuBackend;
-    let mut model = Mfd::new(&be, &cfg.model, &cfg.adversary, &mapping, &table, ds.label_row_bytes(), cfg.train.seed)?;
+    let mut model = Mfd::for_checkpoint(
+        &be,
+        &cfg.model,
+        &cfg.adversary,
+        &mapping,
+        &table,
+        ds.label_row_bytes(),
+        cfg.train.seed,
+        ckpt,
+    )?;
     let ck = checkpoint::load(ckpt, &model.params.table)?;
     for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
         be.write(v, h)?;

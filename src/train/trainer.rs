@@ -37,6 +37,9 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Skip the final test evaluation and report (tests of the loop itself).
     pub skip_final_eval: bool,
+    /// A fresh run into a non-empty run directory first moves the old one aside (`<out>.old-<unix time>`);
+    /// without it (and without `resume`) a non-empty run directory is an error.
+    pub overwrite: bool,
 }
 
 /// What a run produced.
@@ -156,24 +159,41 @@ pub fn run_with<B: Backend>(be: &B, cfg: &Config, opts: &TrainOptions) -> Result
 pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainOptions) -> Result<RunSummary> {
     let (rank, world) = (comm.rank(), comm.size());
     let rank0 = rank == 0;
+    let out = cfg.train.out.clone();
+    if rank0 {
+        crate::data::check_out_parent(&out)?;
+    }
+    if rank0 && !opts.resume && !opts.overwrite && dir_has_entries(&out)? {
+        return Err(MfdError::input(
+            &out,
+            None,
+            None,
+            "the run directory is not empty: continue it with --resume, pick another --out, or pass --overwrite \
+             (moves the old run aside first)",
+        ));
+    }
     if rank0 {
         ensure_dataset(cfg)?;
     }
     comm.barrier()?;
     let ds = Dataset::open(&cfg.data.dataset)?;
+    if ds.split_indices(SPLIT_VAL).is_empty() {
+        return Err(MfdError::input(
+            ds.dir(),
+            None,
+            Some("split"),
+            "the validation split has no tiles: validation loss and the best checkpoint would be meaningless",
+        ));
+    }
+    if !opts.skip_final_eval && ds.split_indices(SPLIT_TEST).is_empty() {
+        return Err(MfdError::input(ds.dir(), None, Some("split"), "the test split has no tiles (no test contig?)"));
+    }
     let (mapping, table) = load_metadata(cfg, &ds)?;
-    let out = cfg.train.out.clone();
     let ck_dir = out.join("checkpoints");
     let metrics_path = out.join("metrics.jsonl");
-    if rank0 {
-        std::fs::create_dir_all(&ck_dir).at(&ck_dir)?;
-        crate::data::binfile::write_atomic(out.join("config.toml"), cfg.to_toml().as_bytes())?;
-        if !opts.resume && metrics_path.exists() {
-            std::fs::remove_file(&metrics_path).at(&metrics_path)?;
-        }
-    }
-    let mut log = MetricsLog::open(&metrics_path, rank0)?;
 
+    // The run directory is left untouched until the config has validated, the model is built and a resumed
+    // checkpoint has loaded.
     let mut model = Mfd::new(be, &cfg.model, &cfg.adversary, &mapping, &table, ds.label_row_bytes(), cfg.train.seed)?;
     let (mut opt_model, mut opt_adv) = optimisers(be, &model.params, cfg)?;
     let mut pos = Position::default();
@@ -195,6 +215,7 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
         }
         pos = ck.position;
         if rank0 {
+            checkpoint::repair(&last_path)?;
             best = list_best(&ck_dir)?;
             eprintln!(
                 "mfd: resuming at epoch {} step {} (global step {}); checkpoint written by {} rank(s), now {world}",
@@ -202,6 +223,25 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
             );
         }
     }
+
+    if rank0 {
+        if !opts.resume && dir_has_entries(&out)? {
+            let aside = PathBuf::from(format!(
+                "{}.old-{}",
+                out.display(),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+            ));
+            std::fs::rename(&out, &aside).at(&aside)?;
+            eprintln!("mfd: --overwrite: the old run in {} moved to {}", out.display(), aside.display());
+        }
+        std::fs::create_dir_all(&ck_dir).at(&ck_dir)?;
+        crate::data::binfile::write_atomic(out.join("config.toml"), cfg.to_toml().as_bytes())?;
+        if opts.resume {
+            truncate_metrics(&metrics_path, pos.global_step)?;
+        }
+    }
+    comm.barrier()?;
+    let mut log = MetricsLog::open(&metrics_path, rank0)?;
 
     let b = cfg.train.batch_size;
     let t = cfg.model.seq_len;
@@ -393,8 +433,9 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
                 adv_opt: Some((opt_adv.step, opt_adv.state_to_host(be)?)),
                 val_loss: val.val_loss,
             };
-            checkpoint::save(&last_path, &model.params.table, &ck)?;
+            // Best first: a crash between the two resumes from the previous `last` and rewrites the same best.
             keep_best(&ck_dir, &mut best, cfg.train.keep_best, &model.params.table, &ck)?;
+            checkpoint::save(&last_path, &model.params.table, &ck)?;
         }
         comm.barrier()?;
     }
@@ -458,23 +499,60 @@ fn best_step_of(path: &Path) -> Option<u64> {
     name.strip_prefix("best-")?.strip_suffix(".safetensors")?.parse().ok()
 }
 
-/// Checkpoints named `best-<global step>.safetensors`, sorted by their stored validation loss.
+/// Checkpoints named `best-<global step>.safetensors`, sorted by their stored validation loss (a fresh run never
+/// starts in a non-empty directory, so they are this run's); unreadable ones are ignored with a note.
 fn list_best(dir: &Path) -> Result<Vec<(f64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).at(dir)? {
         let p = entry.at(dir)?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("best-") && name.ends_with(".safetensors") && !name.ends_with(".optim.safetensors") {
-            let bytes = std::fs::read(&p).at(&p)?;
-            let loss = safetensors::SafeTensors::read_metadata(&bytes)
-                .ok()
-                .and_then(|(_, m)| m.metadata().as_ref().and_then(|h| h.get("val_loss").and_then(|s| s.parse().ok())))
-                .unwrap_or(f64::NAN);
+            let meta = match checkpoint::read_meta(&p) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("mfd: ignoring unreadable {}: {e}", p.display());
+                    continue;
+                }
+            };
+            let loss = meta.get("val_loss").and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
             out.push((loss, p));
         }
     }
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
     Ok(out)
+}
+
+/// True when `dir` exists and holds anything (a regular file there is an error naming it).
+fn dir_has_entries(dir: &Path) -> Result<bool> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(MfdError::io(dir, e)),
+        Ok(m) if !m.is_dir() => Err(MfdError::input(dir, None, None, "the run directory is not a directory")),
+        Ok(_) => Ok(std::fs::read_dir(dir).at(dir)?.next().is_some()),
+    }
+}
+
+/// On resume: drop the log lines of steps after the checkpoint (written before an interruption and trained
+/// again), so the log reads as one uninterrupted run.
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r.at(path)?,
+    };
+    let keep: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_none_or(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if keep.len() != text.len() {
+        crate::data::binfile::write_atomic(path, keep.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn keep_best(
