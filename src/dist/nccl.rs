@@ -58,7 +58,9 @@ fn cuda_err(op: &str, e: impl std::fmt::Debug) -> MfdError {
 pub struct Nccl {
     // Field order is drop order: the NCCL communicator before its stream's context.
     comm: NcclComm,
-    staging: RefCell<Vec<CudaSlice<f32>>>,
+    /// Free sets of device staging buffers for `sum_buckets`, reused by bucket sizes. A set is taken out while in
+    /// use: `sum_buckets` nests (its `during` finishes the backward, which sums the next buckets).
+    staging: RefCell<Vec<Vec<CudaSlice<f32>>>>,
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
     control: Box<dyn Comm>,
@@ -173,14 +175,21 @@ impl Comm for Nccl {
     /// Host buckets through device staging buffers: upload, all-reduce on the communication stream while `during`
     /// runs, download.
     fn sum_buckets(&self, buckets: &mut [HostBucket], during: &mut dyn FnMut() -> Result<()>) -> Result<()> {
-        let mut staging = self.staging.borrow_mut();
-        if staging.len() != buckets.len() || staging.iter().zip(buckets.iter()).any(|(d, h)| d.len() != h.data.len()) {
-            staging.clear();
-            for b in buckets.iter() {
-                // The driver rejects empty allocations.
-                staging.push(self.stream.alloc_zeros::<f32>(b.data.len().max(1)).map_err(|e| cuda_err("alloc", e))?);
-            }
-        }
+        // The driver rejects empty allocations: an empty bucket stages through one element.
+        let fits = |set: &Vec<CudaSlice<f32>>| {
+            set.len() == buckets.len() && set.iter().zip(buckets.iter()).all(|(d, h)| d.len() == h.data.len().max(1))
+        };
+        let reused = {
+            let mut free = self.staging.borrow_mut();
+            free.iter().position(fits).map(|i| free.swap_remove(i))
+        };
+        let mut staging = match reused {
+            Some(set) => set,
+            None => buckets
+                .iter()
+                .map(|b| self.stream.alloc_zeros::<f32>(b.data.len().max(1)).map_err(|e| cuda_err("alloc", e)))
+                .collect::<Result<Vec<_>>>()?,
+        };
         for (d, h) in staging.iter_mut().zip(buckets.iter()) {
             if !h.data.is_empty() {
                 let mut view = d.slice_mut(0..h.data.len());
@@ -201,6 +210,7 @@ impl Comm for Nccl {
             }
         }
         self.stream.synchronize().map_err(|e| cuda_err("synchronize", e))?;
+        self.staging.borrow_mut().push(staging);
         r
     }
     fn gather_bytes(&self, local: &[u8], root: usize) -> Result<Vec<Vec<u8>>> {

@@ -31,6 +31,9 @@ pub struct TrainArgs {
     /// Start afresh in a non-empty run directory: the old run is first moved to `<out>.old-<unix time>`.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+    /// Skip the final test-split evaluation and report (checkpoints and validation rows are still written).
+    #[arg(long)]
+    pub no_final_eval: bool,
 }
 
 pub fn train(args: &TrainArgs) -> Result<()> {
@@ -48,7 +51,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     }
     let s = crate::train::trainer::run(
         &cfg,
-        &TrainOptions { resume: args.resume, skip_final_eval: false, overwrite: args.overwrite },
+        &TrainOptions { resume: args.resume, skip_final_eval: args.no_final_eval, overwrite: args.overwrite },
     )?;
     if !rank0 {
         return Ok(());
