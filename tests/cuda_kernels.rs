@@ -69,8 +69,23 @@ fn rand(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
 }
 
 /// Run `$body` with `$be` bound to the CPU backend, then to the GPU one; both return Vec<(name, Vec<f32>)>, and
-/// every named output is compared at `$tol`.
+/// every named output is compared at `$tol`. Without `$tol`, the body returns Vec<(name, Tol, Vec<f32>)>: each
+/// output at its own tolerance.
 macro_rules! on_both {
+    (|$be:ident| $body:block) => {{
+        let Some(g) = gpu() else { return };
+        let cpu_out: Vec<(&str, Tol, Vec<f32>)> = {
+            let $be = &CpuBackend;
+            $body
+        };
+        let gpu_out: Vec<(&str, Tol, Vec<f32>)> = {
+            let $be = g;
+            $body
+        };
+        for ((name, tol, c), (_, _, gv)) in cpu_out.iter().zip(&gpu_out) {
+            assert_close(name, gv, c, *tol);
+        }
+    }};
     ($tol:expr, |$be:ident| $body:block) => {{
         let Some(g) = gpu() else { return };
         let cpu_out: Vec<(&str, Vec<f32>)> = {
@@ -432,5 +447,186 @@ fn gpu_window_encoding_matches_the_cpu_encoder() {
         be.download_bytes(&lab, &mut lh).unwrap();
         assert_eq!(th, encode_batch(&ds, &plan, t).unwrap(), "tokens, shift {shift} rc {rc}");
         assert_eq!(lh, gather_labels(&ds, &plan.indices).unwrap(), "labels");
+    }
+}
+
+// ---- the statistics kernels one at a time: moments.cu, standardize.cu, corr.cu, r2.cu -----------------------------
+// Shapes are chosen against the launch geometry: 256-thread blocks (per-channel moments loop over N L with a short
+// last pass when N L is not a multiple of 256; the grid-stride kernels have a partial last block; C not a multiple of
+// the 32-lane warp), a single channel, and N = 2 (the smallest batch with an unbiased std).
+
+/// Column statistics (mean, invstd, running mean/var): f64 sums in a different order (block tree vs sequential),
+/// each within a few f64 ulps of the other, then rounded once to f32: the f32 values are equal or one f32 ulp apart
+/// (2^-23 relative); two ulps are allowed. The atol only covers a mean that is exactly 0 in one order and
+/// 1e-17 in the other. (Measured on the virtual GPU, all three VGPU_ORDERs: bit-identical for every test below;
+/// the tolerances are the bounds a real GPU's summation order and FMA contraction may use.)
+const STATS: Tol = Tol { atol: 1e-12, rtol: 2.5e-7 };
+/// Outputs computed from those statistics (z, R, r, y = (x - mean) invstd gamma + beta): each carries the one-ulp
+/// difference of mean and invstd, scaled by |x - mean| invstd <= 6 here, so a few f32 ulps of O(1) values;
+/// R and r then average N products of such z in f64 (|R| <= 1, so the same few ulps absolute).
+const FROM_STATS: Tol = Tol { atol: 2e-6, rtol: 2e-6 };
+
+/// Seeded (N, C) matrix: uniform values times a per-column scale plus a per-column offset (|offset| <= 3, so the
+/// centring is exercised without making the one-ulp mean difference dominate), `like` mixed in to correlate.
+fn columns(rng: &mut Rng, n: usize, c: usize, like: Option<(&[f32], usize)>) -> Vec<f32> {
+    let scale: Vec<f64> = (0..c).map(|_| rng.uniform(0.2, 2.0)).collect();
+    let offset: Vec<f64> = (0..c).map(|_| rng.uniform(-3.0, 3.0)).collect();
+    (0..n * c)
+        .map(|i| {
+            let (r, j) = (i / c, i % c);
+            let mix = like.map_or(0.0, |(a, ca)| a[r * ca + j % ca] as f64);
+            (offset[j] + scale[j] * (rng.uniform(-1.0, 1.0) + mix)) as f32
+        })
+        .collect()
+}
+
+/// (shape, a, b) cases of the Pearson penalty: one column of a against 37 of b; 279 = 9 x 31 cross products (more
+/// than one 256-thread block) over 517 rows; N = 2; b partly correlated with a and one constant column of b
+/// (invstd 0 on both backends, exactly: its centred squares are 0 or ~1e-34, far under the 4-epsilon rule).
+fn corr_cases() -> Vec<(CorrShape, Vec<f32>, Vec<f32>)> {
+    let mut rng = Rng::new(21);
+    let mut cases = Vec::new();
+    for s in [
+        CorrShape { n: 300, c_a: 1, c_b: 37 },
+        CorrShape { n: 517, c_a: 9, c_b: 31 },
+        CorrShape { n: 2, c_a: 3, c_b: 1 },
+    ] {
+        let a = columns(&mut rng, s.n, s.c_a, None);
+        let mut b = columns(&mut rng, s.n, s.c_b, Some((&a, s.c_a)));
+        if s.c_b > 1 {
+            for r in 0..s.n {
+                b[r * s.c_b + s.c_b - 1] = 0.1;
+            }
+        }
+        cases.push((s, a, b));
+    }
+    cases
+}
+
+/// (shape, pred, target) cases of the R2 score: one feature over 300 rows, 37 features over 517 rows (target
+/// correlated with pred), N = 2 with 5 features.
+fn r2_cases() -> Vec<(R2Shape, Vec<f32>, Vec<f32>)> {
+    let mut rng = Rng::new(22);
+    let mut cases = Vec::new();
+    for s in [R2Shape { n: 300, c: 1 }, R2Shape { n: 517, c: 37 }, R2Shape { n: 2, c: 5 }] {
+        let pred = columns(&mut rng, s.n, s.c, None);
+        let target = columns(&mut rng, s.n, s.c, Some((&pred, s.c)));
+        cases.push((s, pred, target));
+    }
+    cases
+}
+
+/// moments.cu through `batch_norm_train_fwd` (channel_moments_f64, both passes, with L > 1): one channel with
+/// L = 517, 300 samples with L = 1 and 7 channels, 33 channels with B L = 305.
+#[test]
+fn channel_moments_through_batch_norm_train() {
+    let mut rng = Rng::new(20);
+    for s in [BnShape { b: 3, c: 1, l: 517 }, BnShape { b: 300, c: 7, l: 1 }, BnShape { b: 5, c: 33, l: 61 }] {
+        let x = columns(&mut rng, s.b, s.c * s.l, None);
+        let (gamma, beta) = (rand(&mut rng, s.c, 1.5), rand(&mut rng, s.c, 1.0));
+        let (rm0, rv0) = (rand(&mut rng, s.c, 1.0), vec![1.0; s.c]);
+        on_both!(|be| {
+            let ux = be.upload(&x).unwrap();
+            let (ug, ub) = (be.upload(&gamma).unwrap(), be.upload(&beta).unwrap());
+            let (mut rm, mut rv) = (be.upload(&rm0).unwrap(), be.upload(&rv0).unwrap());
+            let (mut sm, mut si, mut y) =
+                (be.alloc(s.c).unwrap(), be.alloc(s.c).unwrap(), be.alloc(s.x_len()).unwrap());
+            be.batch_norm_train_fwd(s, &ux, &ug, &ub, &mut rm, &mut rv, &mut sm, &mut si, &mut y, &mut NoReduce)
+                .unwrap();
+            vec![
+                ("moments save_mean", STATS, be.to_host(&sm).unwrap()),
+                ("moments save_invstd", STATS, be.to_host(&si).unwrap()),
+                ("moments running_mean", STATS, be.to_host(&rm).unwrap()),
+                ("moments running_var", STATS, be.to_host(&rv).unwrap()),
+                ("moments bn y", FROM_STATS, be.to_host(&y).unwrap()),
+            ]
+        });
+    }
+}
+
+/// Gradients invstd (g - mean_g - z cov_g) (standardize_bwd_f32): dL/dz comes from f32 sums of at most 37 products
+/// in a different order (gemm tiles vs the twin's row loop) or exact single products (r2_grad_f32), and mean_g,
+/// cov_g from f64 sums (one f32 ulp apart), and a real GPU may contract z cov_g into an FMA; the subtraction cancels, so the error is a few ulps of the largest
+/// term, i.e. absolute relative to the largest gradient of the output, not to each element: 1e-5 max|grad|.
+fn grads(v: &[f32]) -> Tol {
+    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs())) as f64;
+    Tol { atol: 1e-5 * max, rtol: 1e-5 }
+}
+
+/// corr_norm_fwd: channel_moments_f64 (sums, then centred squares), standardize_f32 and corr_cross_f64.
+#[test]
+fn corr_norm_forward_statistics_standardize_and_cross() {
+    for (s, a, b) in corr_cases() {
+        on_both!(|be| {
+            let (ua, ub) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+            let (mut r, mut st) = (be.alloc(s.r_len()).unwrap(), be.alloc(s.stats_len()).unwrap());
+            let v = be.corr_norm_fwd(s, &ua, &ub, &mut r, &mut st, &mut NoReduce).unwrap();
+            vec![
+                ("corr stats", STATS, be.to_host(&st).unwrap()),
+                ("corr R", FROM_STATS, be.to_host(&r).unwrap()),
+                ("corr value", FROM_STATS, vec![v]),
+            ]
+        });
+    }
+}
+
+/// corr_norm_bwd from the same saved R and statistics on both backends (the twin's): standardize_f32, the gemms,
+/// channel_grad_moments_f64 and standardize_bwd_f32.
+#[test]
+fn corr_norm_backward_gradient_moments_and_standardize_bwd() {
+    for (s, a, b) in corr_cases() {
+        let cpu = &CpuBackend;
+        let (mut r, mut st) = (cpu.alloc(s.r_len()).unwrap(), cpu.alloc(s.stats_len()).unwrap());
+        let (ua, ub) = (cpu.upload(&a).unwrap(), cpu.upload(&b).unwrap());
+        cpu.corr_norm_fwd(s, &ua, &ub, &mut r, &mut st, &mut NoReduce).unwrap();
+        let (r, st) = (cpu.to_host(&r).unwrap(), cpu.to_host(&st).unwrap());
+        on_both!(|be| {
+            let (ua, ub) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+            let (ur, ust) = (be.upload(&r).unwrap(), be.upload(&st).unwrap());
+            let (mut da, mut db) = (be.alloc(a.len()).unwrap(), be.alloc(b.len()).unwrap());
+            be.corr_norm_bwd(s, &ua, &ub, &ur, &ust, 0.7, &mut da, &mut db, &mut NoReduce).unwrap();
+            let (da, db) = (be.to_host(&da).unwrap(), be.to_host(&db).unwrap());
+            vec![("corr da", grads(&da), da), ("corr db", grads(&db), db)]
+        });
+    }
+}
+
+/// r2_score_fwd: the column statistics, standardize_f32 and r2_col_dot_f64 (saved r compared with the stats).
+#[test]
+fn r2_score_forward_column_dots() {
+    for (s, pred, target) in r2_cases() {
+        on_both!(|be| {
+            let (up, ut) = (be.upload(&pred).unwrap(), be.upload(&target).unwrap());
+            let mut st = be.alloc(s.stats_len()).unwrap();
+            let score = be.r2_score_fwd(s, &up, &ut, &mut st, &mut NoReduce).unwrap();
+            let st = be.to_host(&st).unwrap();
+            let (c, n) = (s.c, st[5 * s.c]);
+            vec![
+                ("r2 stats (mean, invstd)", STATS, st[..4 * c].to_vec()),
+                ("r2 r", FROM_STATS, st[4 * c..5 * c].to_vec()),
+                ("r2 N", EXACT, vec![n]),
+                ("r2 score", FROM_STATS, vec![score]),
+            ]
+        });
+    }
+}
+
+/// r2_score_bwd from the twin's saved statistics on both backends: r2_grad_f32, channel_grad_moments_f64 and
+/// standardize_bwd_f32.
+#[test]
+fn r2_score_backward_grad_and_standardize_bwd() {
+    for (s, pred, target) in r2_cases() {
+        let cpu = &CpuBackend;
+        let mut st = cpu.alloc(s.stats_len()).unwrap();
+        let (up, ut) = (cpu.upload(&pred).unwrap(), cpu.upload(&target).unwrap());
+        cpu.r2_score_fwd(s, &up, &ut, &mut st, &mut NoReduce).unwrap();
+        let st = cpu.to_host(&st).unwrap();
+        on_both!(|be| {
+            let (up, ut, ust) = (be.upload(&pred).unwrap(), be.upload(&target).unwrap(), be.upload(&st).unwrap());
+            let (mut dp, mut dt) = (be.alloc(s.x_len()).unwrap(), be.alloc(s.x_len()).unwrap());
+            be.r2_score_bwd(s, &up, &ut, &ust, 1.3, &mut dp, &mut dt, &mut NoReduce).unwrap();
+            let (dp, dt) = (be.to_host(&dp).unwrap(), be.to_host(&dt).unwrap());
+            vec![("r2 dpred", grads(&dp), dp), ("r2 dtarget", grads(&dt), dt)]
+        });
     }
 }

@@ -18,7 +18,13 @@ fn vgpu() -> Option<Arc<CudaContext>> {
 }
 
 /// Compile `src` as file `broken.cu` and launch `entry(out, n)` with `cfg`; the launch's error text, if any.
-fn launch(ctx: &Arc<CudaContext>, src: &str, entry: &str, cfg: LaunchConfig, smem_optin: Option<i32>) -> (Vec<f32>, Option<String>) {
+fn launch(
+    ctx: &Arc<CudaContext>,
+    src: &str,
+    entry: &str,
+    cfg: LaunchConfig,
+    smem_optin: Option<i32>,
+) -> (Vec<f32>, Option<String>) {
     let opts = CompileOptions { name: Some("broken.cu".into()), ..Default::default() };
     let ptx = compile_ptx_with_opts(format!("#line 1 \"broken.cu\"\n{src}"), opts).expect("compiles");
     let module = ctx.load_module(ptx).expect("loads");
@@ -115,7 +121,8 @@ extern "C" __global__ void skip(float* out, long long n) {
 fn out_of_bounds_stores_are_reported() {
     let Some(ctx) = vgpu() else { return };
     // One element past the end lands in the canary bytes; far past it, in the guard page.
-    for (offset, needle) in [("0", "past the end of an allocation of 1024 bytes"), ("100000", "invalid memory access")] {
+    for (offset, needle) in [("0", "past the end of an allocation of 1024 bytes"), ("100000", "invalid memory access")]
+    {
         let src = format!(
             "extern \"C\" __global__ void oob(float* out, long long n) {{\n    if (threadIdx.x == 0 && blockIdx.x == 0) out[n + {offset}] = 1.0f;\n}}\n"
         );
