@@ -70,7 +70,7 @@ fn full_training_step_matches_the_cpu() {
     let cpu = one_step(&CpuBackend, &tokens, &labels);
     let got = one_step(&gpu, &tokens, &labels);
     assert_eq!(cpu.len(), got.len());
-    let lr = AdamConfig::default().lr as f64;
+    let lr = AdamConfig::default().lr;
     for ((name, c), (_, g)) in cpu.iter().zip(&got) {
         assert_eq!(c.len(), g.len(), "{name}");
         let scale = c.iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64;
