@@ -1,7 +1,9 @@
 //! Downstream tools (issue 7): exact properties of VEP, embedding, enrichment and attribution on a small
 //! random-weight model built over the real fixtures (tests/data: a GRCh37 chr20 slice and real VCF records), the
-//! CLI end to end on those fixtures, and the checks against the synthetic truth on the embedded default (trained
-//! once per process, about 10 minutes on 2 cores, reused when finished, or `MFD_CHECKPOINT`).
+//! CLI end to end on those fixtures, and the checks against the synthetic truth on the embedded default (the run
+//! shared with tests/e2e_default.rs: tests/common/default_run.rs; or `MFD_CHECKPOINT`).
+
+mod common;
 
 use mfd::config::Config;
 use mfd::data::dataset::Dataset;
@@ -438,11 +440,13 @@ fn integrated_gradients_are_exact_and_complete() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Synthetic truth. These need a model that has learned the synthetic motifs: without MFD_CHECKPOINT the first of
-// them trains the embedded default into runs/downstream-default (about 5 min on 2 cores), once per test process;
-// a finished run of the same config there is reused. With another checkpoint:
+// Synthetic truth. These need a model that has learned the synthetic motifs: without MFD_CHECKPOINT they use the
+// embedded default's last checkpoint from the run shared with tests/e2e_default.rs (tests/common/default_run.rs):
+// the first test binary that needs it trains it (about 10 min on 2 cores in release, longer in the test profile),
+// once per CI run; a finished run trained by the same `mfd` binary with the same overrides is reused.
+// `MFD_E2E_EPOCHS=N` trains that run for N epochs. With another checkpoint (no training):
 //   MFD_CHECKPOINT=runs/default/checkpoints/last.safetensors \
-//     cargo test --release --test downstream synthetic -- --include-ignored --nocapture
+//     cargo test --release --test downstream synthetic -- --nocapture
 // The checkpoint's config names its dataset; the synthetic inputs and truth are in <dataset>/../synth/.
 
 fn spearman(a: &[f64], b: &[f64]) -> f64 {
@@ -486,30 +490,11 @@ struct Synthetic {
     ckpt: PathBuf,
 }
 
-/// Overrides of the embedded default for the synthetic-truth checks' model: no wall-clock cap (the run stops by
-/// its epochs, so the checkpoint does not depend on the machine's speed) and its own run directory.
-const DOWNSTREAM_TRAINING: [&str; 2] = ["train.max_seconds=0", "train.out=\"runs/downstream-default\""];
-
 fn synthetic() -> Synthetic {
-    // One checkpoint for all synthetic tests of the process (they may run in parallel).
-    static CKPT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let ckpt = CKPT
-        .get_or_init(|| match std::env::var("MFD_CHECKPOINT") {
-            Ok(p) => PathBuf::from(p),
-            Err(_) => {
-                // The embedded default (40 epochs). A finished run of the same config (it wrote its report) is
-                // reused; anything else is retrained from scratch.
-                let cfg = Config::load(None, &DOWNSTREAM_TRAINING.map(String::from)).unwrap();
-                let last = cfg.train.out.join("checkpoints/last.safetensors");
-                let same = checkpoint::stored_config(&last).is_ok_and(|c| c == cfg.to_toml());
-                if !(same && cfg.train.out.join("report.html").exists()) {
-                    let _ = std::fs::remove_dir_all(&cfg.train.out);
-                    mfd::train::trainer::run(&cfg, &mfd::train::trainer::TrainOptions::default()).unwrap();
-                }
-                last
-            }
-        })
-        .clone();
+    let ckpt = match std::env::var("MFD_CHECKPOINT") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => common::default_run::trained().join("checkpoints/last.safetensors"),
+    };
     let cfg = Config::parse(&checkpoint::stored_config(&ckpt).unwrap(), &ckpt, &[]).unwrap();
     let synth = cfg.data.dataset.parent().unwrap().join("synth");
     Synthetic { inf: Inference::load(&ckpt, None).unwrap(), synth, ckpt }

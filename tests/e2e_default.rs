@@ -2,15 +2,18 @@
 //! reaches a test macro AUROC of at least 90% of the AUROC of the generator's noise-free probabilities on the
 //! same tiles (issue 3, item 5), and writes the report.
 //!
-//! Runs the real binary with the default config, redirected into a temp dir, and with the wall-clock cap off
-//! (`train.max_seconds = 0`) so that the run stops by its epoch count and the result does not depend on the
-//! speed of the machine. About 10 min on 2 cores in release (10,120 steps), longer in the test profile. Measured
-//! with the default (tiny-v4 data: 72 experiments; lr 1e-2, hypernetworks at 0.1 x, 40 epochs, seed 1): test macro
-//! AUROC 0.896 = 0.960 x oracle 0.933; seeds 2 and 3: docs/LEARNING.md section 9.
-//! `MFD_E2E_EPOCHS=N` trains N epochs instead.
+//! Runs the real binary with the default config, redirected into cargo's target temp dir, and with the wall-clock
+//! cap off (`train.max_seconds = 0`) so that the run stops by its epoch count and the result does not depend on the
+//! speed of the machine. The run is shared with the synthetic-truth checks of tests/downstream.rs: whichever test
+//! binary asks first trains it, the other reuses it (tests/common/default_run.rs: where it lives, and when a
+//! finished run is reused or retrained). About 10 min on 2 cores in release (10,120 steps), longer in the test
+//! profile. Measured with the default (tiny-v4 data: 72 experiments; lr 1e-2, hypernetworks at 0.1 x, 40 epochs,
+//! seed 1): test macro AUROC 0.896 = 0.960 x oracle 0.933; seeds 2 and 3: docs/LEARNING.md section 9.
+//! `MFD_E2E_EPOCHS=N` trains N epochs instead (the downstream checks then use that run too).
+
+mod common;
 
 use serde_json::Value;
-use std::process::Command;
 
 fn read_json(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -19,23 +22,7 @@ fn read_json(path: &std::path::Path) -> Value {
 
 #[test]
 fn default_run_learns_to_90_percent_of_the_oracle() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data/dataset");
-    let run = dir.path().join("run");
-    let out = Command::new(env!("CARGO_BIN_EXE_mfd"))
-        .arg("train")
-        .args(["--set", &format!("data.dataset={}", data.display())])
-        .args(["--set", &format!("train.out={}", run.display())])
-        .args(["--set", "train.max_seconds=0"])
-        .args(
-            std::env::var("MFD_E2E_EPOCHS")
-                .map(|e| vec!["--set".to_string(), format!("train.epochs={e}")])
-                .unwrap_or_default(),
-        )
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "mfd train failed:\n{stderr}");
+    let run = common::default_run::trained();
     let test = read_json(&run.join("eval_test.json"));
     let d = read_json(&run.join("disentanglement.json"));
     let auroc = test["macro_auroc"].as_f64().unwrap();

@@ -4,7 +4,10 @@
 //! and N at 10..20; chr2 = 640 bp (5 tiles, tile 4 all N); chr9 = 512 bp (4 tiles, a test contig).
 //! Experiments (class order): E0 BED3 with a track line, E1 gzip narrowPeak naming chr2 as "2", E2 BED5 whose
 //! peaks touch no tile by >= 64 bp, E3 an empty file.
+//! `default_run`: the embedded default trained once per CI run for tests/e2e_default.rs and tests/downstream.rs.
 #![allow(dead_code)]
+
+pub mod default_run;
 
 use mfd::data::prepare::PrepareArgs;
 use std::io::Write;
