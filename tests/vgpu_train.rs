@@ -1,32 +1,30 @@
 //! `mfd train` on the CUDA backend learns: a small configuration of the embedded default (tiny data, C = 16,
-//! T = 128, B = 32) trained for STEPS steps on the virtual GPU (tests/vgpu/run.sh) reaches a validation macro AUROC
-//! clearly above chance, and its loss falls. Every kernel, the registry, the launchers and the trainer's CUDA path
+//! B = 32, free output layer) trained for STEPS steps on the virtual GPU (tests/vgpu/run.sh) reaches a validation
+//! macro AUROC clearly above chance and within 0.02 of the same run on the CPU backend. Every kernel, the registry, the launchers and the trainer's CUDA path
 //! run; the virtual GPU executes each GPU thread as a host fiber, so this is ~100x slower than the CPU backend
 //! and kept small. Skipped unless MFD_VGPU=1 (set by run.sh); on a real GPU, launch/README.md's commands train the
 //! full default instead.
 
+use std::path::Path;
 use std::process::Command;
 
 const STEPS: usize = 150;
 
-#[test]
-fn cuda_training_on_the_virtual_gpu_learns() {
-    if std::env::var("MFD_VGPU").map_or(true, |v| v != "1") {
-        eprintln!("SKIP vgpu training: not under tests/vgpu/run.sh");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    // The final test evaluation is skipped (--no-final-eval): the virtual GPU recomputes the hypernetworks for every
-    // evaluation batch, so 5k test tiles would take minutes; the validation split (1118 tiles) is evaluated.
+/// Train STEPS steps on `backend` into `dir/run_<backend>`; (train BCE per logged step, last validation AUROC).
+fn train(dir: &Path, backend: &str) -> (Vec<f64>, f64) {
+    let run = dir.join(format!("run_{backend}"));
+    // The final test evaluation is skipped (--no-final-eval; 5k tiles would take minutes here); the validation
+    // split (1118 tiles) is evaluated at the last step.
     let mut args: Vec<String> =
         vec!["train".into(), "--no-final-eval".into(), "--out".into(), run.to_string_lossy().into_owned()];
     for s in [
-        format!("data.dataset={}", toml::Value::String(dir.path().join("data/dataset").to_string_lossy().into())),
-        "train.backend=\"cuda\"".into(),
+        format!("data.dataset={}", toml::Value::String(dir.join("data/dataset").to_string_lossy().into())),
+        format!("train.backend=\"{backend}\""),
+        // A free output layer (no metadata hypernetworks): on the tiny data it learns within 150 steps (validation
+        // AUROC 0.68 on the CPU), where the hypernetworks need thousands (docs/LEARNING.md). The hypernetworks' CUDA
+        // path is covered step for step by tests/cuda_step.rs and tests/nccl.rs.
+        "model.metadata=false".into(),
         "model.c=16".into(),
-        "model.seq_len=128".into(),
-        "model.crop=0".into(),
         "adversary.hidden=16".into(),
         "adversary.layers=2".into(),
         "train.batch_size=32".into(),
@@ -36,22 +34,37 @@ fn cuda_training_on_the_virtual_gpu_learns() {
     ] {
         args.extend(["--set".to_string(), s]);
     }
-    let t0 = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_mfd")).args(&args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "mfd train --backend cuda failed:\n{err}");
-    assert!(err.contains("backend cuda"), "{err}");
+    assert!(out.status.success(), "mfd train --backend {backend} failed:\n{err}");
+    assert!(err.contains(&format!("backend {backend}")), "{err}");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let rows: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let bce: Vec<f64> = rows.iter().filter(|r| r["kind"] == "train").map(|r| r["bce"].as_f64().unwrap()).collect();
+    let bce = rows.iter().filter(|r| r["kind"] == "train").map(|r| r["bce"].as_f64().unwrap()).collect();
     let val = rows.iter().rfind(|r| r["kind"] == "val").expect("a validation row");
-    let auroc = val["macro_auroc"].as_f64().unwrap();
+    (bce, val["macro_auroc"].as_f64().unwrap())
+}
+
+#[test]
+fn cuda_training_on_the_virtual_gpu_learns_as_the_cpu_does() {
+    if std::env::var("MFD_VGPU").map_or(true, |v| v != "1") {
+        eprintln!("SKIP vgpu training: not under tests/vgpu/run.sh");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cpu_bce, cpu_auroc) = train(dir.path(), "cpu");
+    let t0 = std::time::Instant::now();
+    let (bce, auroc) = train(dir.path(), "cuda");
     eprintln!(
-        "vgpu training: {STEPS} steps in {:.0} s; train BCE {:.4} -> {:.4}; validation macro AUROC {auroc:.4}",
+        "vgpu training: {STEPS} steps in {:.0} s; train BCE {:.4} -> {:.4} (cpu {:.4} -> {:.4}); validation macro \
+         AUROC {auroc:.4} (cpu {cpu_auroc:.4})",
         t0.elapsed().as_secs_f64(),
         bce[0],
-        bce[bce.len() - 1]
+        bce[bce.len() - 1],
+        cpu_bce[0],
+        cpu_bce[cpu_bce.len() - 1]
     );
-    assert!(bce[bce.len() - 1] < 0.8 * bce[0], "train BCE did not fall: {bce:?}");
     assert!(auroc > 0.6, "validation macro AUROC {auroc:.4} after {STEPS} steps on the virtual GPU");
+    // The two backends round differently (sum orders), so the runs drift apart slowly; 150 steps stay close.
+    assert!((auroc - cpu_auroc).abs() < 0.02, "CUDA {auroc:.4} vs CPU {cpu_auroc:.4} validation AUROC");
 }
