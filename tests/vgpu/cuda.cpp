@@ -403,6 +403,7 @@ CUresult cuStreamDestroy_v2(CUstream s) {
     return OK;
 }
 CUresult cuStreamSynchronize(CUstream) {
+    std::lock_guard<std::mutex> l(g_mutex); /* the counters are shared by the host threads (found by TSan) */
     vgpu::counters().synchronizations++;
     return OK;
 }

@@ -23,10 +23,36 @@ void __tsan_destroy_fiber(void* fiber);
 void __tsan_switch_to_fiber(void* fiber, unsigned flags);
 void __tsan_acquire(void* addr);
 void __tsan_release(void* addr);
+void __tsan_ignore_thread_begin();
+void __tsan_ignore_thread_end();
 }
 #define VGPU_TSAN 1
 #else
 #define VGPU_TSAN 0
+#endif
+
+/* ThreadSanitizer model. Fiber switches are no_sync, so GPU threads race unless a barrier or warp collective orders
+ * them (__tsan_release / __tsan_acquire there). Beyond that, only what the hardware orders: everything the host did
+ * before a launch (copies, the argument block) happens before every GPU thread (launch_sync, released once per launch
+ * before any fiber runs), and every GPU thread happens before what the host does after the launch (done_sync,
+ * acquired once after the last block, so the scheduler never carries one fiber's clock to another). The scheduler's
+ * own bookkeeping (fiber states, counts, warp results written into the fibers' stacks) is invisible to TSan: the
+ * scheduler runs its block loop, and fibers their hooks, inside __tsan_ignore_thread_begin/end (Quiet). A kernel
+ * that faults (SIGSEGV, longjmp out of the fiber) leaves TSan's fiber state undefined: after such a report under
+ * VGPU_SANITIZE=thread, later reports of that process are not to be trusted. */
+#if VGPU_TSAN
+namespace {
+char launch_sync, done_sync;
+struct Quiet {
+    Quiet() { __tsan_ignore_thread_begin(); }
+    ~Quiet() { __tsan_ignore_thread_end(); }
+    Quiet(const Quiet&) = delete;
+    Quiet& operator=(const Quiet&) = delete;
+};
+} // namespace
+#define VGPU_QUIET(name) Quiet name
+#else
+#define VGPU_QUIET(name) (void)0
 #endif
 
 /* Fiber switching. On x86-64 without sanitizers a 12-instruction switch (callee-saved registers and the stack
@@ -183,7 +209,12 @@ std::string site(const Fiber& f) {
 
 void switch_to_scheduler() {
 #if VGPU_TSAN
-    __tsan_switch_to_fiber(run.sched_tsan, 1 /* no_sync: fibers race unless a barrier orders them */);
+    void* sched;
+    {
+        VGPU_QUIET(q); /* the next launch, from another host thread perhaps, rewrites it */
+        sched = run.sched_tsan;
+    }
+    __tsan_switch_to_fiber(sched, 1 /* no_sync: fibers race unless a barrier orders them */);
 #endif
 #if VGPU_ASM_SWITCH
     vgpu_switch(&run.cur->sp, run.sched_sp);
@@ -194,22 +225,31 @@ void switch_to_scheduler() {
 
 /* Abort the running fiber's block with `what` (called on the fiber's stack; never returns to the kernel). */
 [[noreturn]] void fail_in_fiber(const std::string& what) {
-    if (run.error.empty()) run.error = what;
-    run.cur->state = State::Done;
+    {
+        VGPU_QUIET(q);
+        if (run.error.empty()) run.error = what;
+        run.cur->state = State::Done;
+    }
+#if VGPU_TSAN
+    __tsan_release(&done_sync);
+#endif
     switch_to_scheduler();
     abort(); /* an abandoned fiber is never resumed */
 }
 
 void hook_syncthreads(const char* file, int line) {
-    Fiber* f = run.cur;
-    f->state = State::AtBarrier;
-    f->file = file;
-    f->line = line;
-    if (run.at_barrier++ == 0) {
-        run.bar_file = file;
-        run.bar_line = line;
-    } else if (file != run.bar_file || line != run.bar_line) {
-        run.bar_mismatch = true;
+    {
+        VGPU_QUIET(q);
+        Fiber* f = run.cur;
+        f->state = State::AtBarrier;
+        f->file = file;
+        f->line = line;
+        if (run.at_barrier++ == 0) {
+            run.bar_file = file;
+            run.bar_line = line;
+        } else if (file != run.bar_file || line != run.bar_line) {
+            run.bar_mismatch = true;
+        }
     }
 #if VGPU_TSAN
     __tsan_release(&run);
@@ -222,12 +262,18 @@ void hook_syncthreads(const char* file, int line) {
 
 void hook_warp(const char* kind, unsigned mask, unsigned long long value, unsigned long long* lanes, const char* file,
                int line) {
+#if VGPU_TSAN
+    __tsan_ignore_thread_begin(); /* Quiet, ended before the switch or before fail_in_fiber */
+#endif
     Fiber* f = run.cur;
     unsigned lane = f->linear % 32;
     if (!((mask >> lane) & 1u)) {
         std::ostringstream s;
         s << file << ":" << line << ": " << kind << " called by lane " << lane << " which is not in its mask 0x"
           << std::hex << mask << " (" << where(*f) << ")";
+#if VGPU_TSAN
+        __tsan_ignore_thread_end();
+#endif
         fail_in_fiber(s.str());
     }
     f->state = State::AtWarp;
@@ -245,6 +291,7 @@ void hook_warp(const char* kind, unsigned mask, unsigned long long value, unsign
         if (g->file != file || g->line != line || g->mask != mask) run.warp_mismatch[w] = true;
     }
 #if VGPU_TSAN
+    __tsan_ignore_thread_end();
     __tsan_release(&run.fibers[f->linear - lane]);
 #endif
     switch_to_scheduler();
@@ -257,15 +304,33 @@ void* hook_dynamic_shared() { return run.dynamic_shared.data(); }
 
 void hook_trap(const char* what, const char* file, int line) {
     std::ostringstream s;
-    s << file << ":" << line << ": " << what << " (" << where(*run.cur) << ")";
+    {
+        VGPU_QUIET(q);
+        s << file << ":" << line << ": " << what << " (" << where(*run.cur) << ")";
+    }
     fail_in_fiber(s.str());
 }
 
 void fiber_entry() {
-    Fiber* f = run.cur;
-    run.launch->run(run.launch->args);
-    f->state = State::Done;
-    run.done++;
+#if VGPU_TSAN
+    __tsan_acquire(&launch_sync);
+#endif
+    Fiber* f;
+    const vgpu_dev::Launch* l;
+    {
+        VGPU_QUIET(q);
+        f = run.cur;
+        l = run.launch;
+    }
+    l->run(l->args);
+    {
+        VGPU_QUIET(q);
+        f->state = State::Done;
+        run.done++;
+    }
+#if VGPU_TSAN
+    __tsan_release(&done_sync);
+#endif
     switch_to_scheduler();
     abort(); /* a finished fiber is never resumed */
 }
@@ -521,16 +586,24 @@ std::string run_launch(const char* kernel, const ModuleHooks& module, const vgpu
         return s.str();
     }
     run.in_kernel = 1;
-    for (unsigned long long b = 0; b < nblocks; b++) {
-        unsigned long long lin = o.mode == 0 ? b : blocks[b];
-        uint3 idx = {(unsigned)(lin % g.grid.x), (unsigned)((lin / g.grid.x) % g.grid.y),
-                     (unsigned)(lin / ((unsigned long long)g.grid.x * g.grid.y))};
-        if (!run_block(g, idx, threads)) {
-            run.in_kernel = 0;
-            return std::string(kernel) + ": " + run.error;
+#if VGPU_TSAN
+    __tsan_release(&launch_sync);
+#endif
+    bool ok = true;
+    {
+        VGPU_QUIET(q);
+        for (unsigned long long b = 0; b < nblocks && ok; b++) {
+            unsigned long long lin = o.mode == 0 ? b : blocks[b];
+            uint3 idx = {(unsigned)(lin % g.grid.x), (unsigned)((lin / g.grid.x) % g.grid.y),
+                         (unsigned)(lin / ((unsigned long long)g.grid.x * g.grid.y))};
+            ok = run_block(g, idx, threads);
         }
     }
+#if VGPU_TSAN
+    __tsan_acquire(&done_sync);
+#endif
     run.in_kernel = 0;
+    if (!ok) return std::string(kernel) + ": " + run.error;
     return "";
 }
 
