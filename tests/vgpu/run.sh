@@ -27,6 +27,13 @@ build() { # build OUT SOURCES...: rebuild when OUT is missing or older than a so
         mv "$out.tmp" "$out"
     fi
 }
+# The libraries in $dir were built with the flags in $dir/flags; other flags (VGPU_SANITIZE or VGPU_CXX changed with
+# the same VGPU_DIR) rebuild them all. (Compiled kernels are keyed by their flags in the cache, so they need nothing.)
+want="$cxx ${flags[*]}"
+if [ "$(cat "$dir/flags" 2>/dev/null)" != "$want" ]; then
+    rm -f "$dir/libcuda.so.1" "$dir/libnvrtc.so" "$dir/libnccl.so"
+    printf '%s\n' "$want" > "$dir/flags"
+fi
 build libcuda.so.1 "$here/cuda.cpp" "$here/scheduler.cpp"
 build libnvrtc.so "$here/nvrtc.cpp"
 build libnccl.so "$here/nccl.cpp"
@@ -43,6 +50,9 @@ if [ -n "$san" ]; then
     [ "$san" = thread ] && rt="$("$cxx" -print-file-name=libtsan.so)"
     export LD_PRELOAD="$rt${LD_PRELOAD:+:$LD_PRELOAD}"
     export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:verify_asan_link_order=0}"
+    # The Rust program is not instrumented: its own synchronisation (atomics, rayon's latches) is invisible to TSan,
+    # so races whose stacks reach its frames are the host's, not the kernels' (tsan.supp).
+    export TSAN_OPTIONS="${TSAN_OPTIONS:-suppressions=$here/tsan.supp:halt_on_error=0}"
 fi
 [ $# -eq 0 ] && { echo "vgpu: libraries ready in $dir"; exit 0; }
 exec "$@"
