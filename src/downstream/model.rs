@@ -13,7 +13,6 @@ use crate::data::window::N_TOKEN;
 use crate::error::{MfdError, Result};
 use crate::model::mfd::Mfd;
 use crate::train::checkpoint;
-use crate::train::trainer::load_metadata;
 use std::path::Path;
 
 pub struct Inference {
@@ -62,22 +61,7 @@ impl Inference {
             cfg.data.dataset = d.to_path_buf();
         }
         let ds = Dataset::open(&cfg.data.dataset)?;
-        let (mapping, table) = load_metadata(&cfg, &ds)?;
-        let be = CpuBackend;
-        let mut model = Mfd::for_checkpoint(
-            &be,
-            &cfg.model,
-            &cfg.adversary,
-            &mapping,
-            &table,
-            ds.label_row_bytes(),
-            cfg.train.seed,
-            checkpoint,
-        )?;
-        let ck = checkpoint::load(checkpoint, &model.params.table)?;
-        for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
-            be.write(v, h)?;
-        }
+        let (model, _) = crate::train::load_model::load_cpu_model(&cfg, &ds, checkpoint)?;
         Self::from_model(model, cfg.model.seq_len, ds.manifest().classes.clone())
     }
 

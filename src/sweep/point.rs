@@ -9,19 +9,16 @@
 //! rank 0.
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::Backend;
 use crate::data::binfile::write_atomic;
 use crate::data::dataset::Dataset;
 use crate::data::manifest::{SPLIT_TEST, SPLIT_VAL};
 use crate::error::{IoContext, MfdError, Result};
-use crate::model::mfd::Mfd;
 use crate::sweep::config::{Point, Sweep};
 use crate::sweep::independence::{independence, Independence};
 use crate::sweep::tissue::{classify, SetResult};
-use crate::train::checkpoint;
 use crate::train::evaluate::{evaluate, EvalResult};
 use crate::train::report::{disentanglement, truth_dir, write_eval_outputs};
-use crate::train::trainer::{load_metadata, RunSummary};
+use crate::train::trainer::RunSummary;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -201,21 +198,7 @@ pub fn finish(sweep: &Sweep, point: &Point, summary: Option<&RunSummary>) -> Res
     let ds = Dataset::open(&cfg.data.dataset)?;
     let ck_path = best_checkpoint(dir, summary)?;
     let be = CpuBackend;
-    let (mapping, table) = load_metadata(cfg, &ds)?;
-    let mut model = Mfd::for_checkpoint(
-        &be,
-        &cfg.model,
-        &cfg.adversary,
-        &mapping,
-        &table,
-        ds.label_row_bytes(),
-        cfg.train.seed,
-        &ck_path,
-    )?;
-    let ck = checkpoint::load(&ck_path, &model.params.table)?;
-    for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
-        be.write(v, h)?;
-    }
+    let (mut model, ck) = crate::train::load_model::load_cpu_model(cfg, &ds, &ck_path)?;
     let (t, b, lambda) = (cfg.model.seq_len, cfg.train.batch_size, cfg.loss.lambda_indep);
     let val = evaluate(&be, &mut model, &ds, ds.split_indices(SPLIT_VAL), t, b, lambda, true)?;
     write_eval_outputs(dir, "val", &ds, &val)?;

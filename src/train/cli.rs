@@ -5,10 +5,9 @@ use crate::config::Config;
 use crate::data::dataset::Dataset;
 use crate::data::manifest::{SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL};
 use crate::error::{MfdError, Result};
-use crate::model::mfd::Mfd;
 use crate::train::checkpoint;
 use crate::train::evaluate::evaluate_sharded;
-use crate::train::trainer::{load_metadata, TrainOptions};
+use crate::train::trainer::TrainOptions;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -111,22 +110,8 @@ fn eval_on(args: &EvalArgs, comm: &dyn crate::dist::Comm) -> Result<()> {
         other => return Err(MfdError::config("--split", format!("'{other}': expected train, val or test"))),
     };
     let ds = Dataset::open(&cfg.data.dataset)?;
-    let (mapping, table) = load_metadata(&cfg, &ds)?;
     let be = CpuBackend;
-    let mut model = Mfd::for_checkpoint(
-        &be,
-        &cfg.model,
-        &cfg.adversary,
-        &mapping,
-        &table,
-        ds.label_row_bytes(),
-        cfg.train.seed,
-        &args.checkpoint,
-    )?;
-    let ck = checkpoint::load(&args.checkpoint, &model.params.table)?;
-    for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
-        crate::backend::Backend::write(&be, v, h)?;
-    }
+    let (mut model, _) = crate::train::load_model::load_cpu_model(&cfg, &ds, &args.checkpoint)?;
     let res = evaluate_sharded(
         &be,
         comm,

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod evaluate;
+pub mod load_model;
 pub mod metrics;
 pub mod optim;
 pub mod probe;

@@ -25,7 +25,6 @@ use crate::model::params::Group;
 use crate::rng::Rng;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::optim::optimisers;
-use crate::train::trainer::load_metadata;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
@@ -267,22 +266,7 @@ pub fn load_model(ckpt: &Path, dataset: Option<&Path>) -> Result<Loaded> {
         cfg.data.dataset = d.to_path_buf();
     }
     let ds = Dataset::open(&cfg.data.dataset)?;
-    let (mapping, table) = load_metadata(&cfg, &ds)?;
-    let be = CpuBackend;
-    let mut model = Mfd::for_checkpoint(
-        &be,
-        &cfg.model,
-        &cfg.adversary,
-        &mapping,
-        &table,
-        ds.label_row_bytes(),
-        cfg.train.seed,
-        ckpt,
-    )?;
-    let ck = checkpoint::load(ckpt, &model.params.table)?;
-    for (v, h) in model.params.values.iter_mut().zip(&ck.values) {
-        be.write(v, h)?;
-    }
+    let (model, ck) = crate::train::load_model::load_cpu_model(&cfg, &ds, ckpt)?;
     Ok(Loaded { dataset: cfg.data.dataset.clone(), cfg, model, ck })
 }
 
