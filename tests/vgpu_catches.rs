@@ -70,13 +70,13 @@ extern "C" __global__ void exchange(float* out, long long n) {
 }
 "#;
 
+/// The driver reads VGPU_ORDER at each launch, so each order runs in a child process of this test binary (setting
+/// the variable here would race with the other tests' launches).
 #[test]
 fn a_missing_barrier_changes_the_result_in_every_order() {
     let Some(ctx) = vgpu() else { return };
     let want: Vec<f32> = (0..256).map(|t| ((t + 1) % 256) as f32).collect();
-    for order in ["forward", "reverse", "random:7"] {
-        // SAFETY (set_var): this test binary's tests that read VGPU_ORDER run in this one test only.
-        std::env::set_var("VGPU_ORDER", order);
+    if let Ok(order) = std::env::var("VGPU_CATCHES_CHILD") {
         let (good, err) = launch(&ctx, &EXCHANGE.replace("BARRIER", "__syncthreads();"), "exchange", block(256), None);
         assert!(err.is_none(), "{err:?}");
         assert_eq!(good, want, "the correct kernel under order {order}");
@@ -84,8 +84,18 @@ fn a_missing_barrier_changes_the_result_in_every_order() {
         assert!(err.is_none(), "{err:?}");
         assert!(bad != want, "without the barrier the result is right under order {order}");
         assert!(bad.iter().any(|v| v.is_nan()), "order {order}: no poisoned shared read seen");
+        return;
     }
-    std::env::remove_var("VGPU_ORDER");
+    for order in ["forward", "reverse", "random:7"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["a_missing_barrier_changes_the_result_in_every_order", "--exact", "--nocapture"])
+            .env("VGPU_ORDER", order)
+            .env("VGPU_CATCHES_CHILD", order)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "order {order}:\n{text}{}", String::from_utf8_lossy(&out.stdout));
+    }
 }
 
 #[test]
@@ -120,11 +130,16 @@ extern "C" __global__ void skip(float* out, long long n) {
 #[test]
 fn out_of_bounds_stores_are_reported() {
     let Some(ctx) = vgpu() else { return };
-    // One element past the end lands in the canary bytes; far past it, in the guard page.
-    for (offset, needle) in [("0", "past the end of an allocation of 1024 bytes"), ("100000", "invalid memory access")]
-    {
+    // The 1024-byte allocation ends at a guard page: one element or 1000 past the end fault there; one element
+    // before the start lands in the canary bytes, checked after the launch. (Further away a store may hit another
+    // live allocation, which no host-memory scheme can tell from a valid store.)
+    for (index, needle) in [
+        ("n", "past the end of an allocation of 1024 bytes"),
+        ("n + 1000", "past the end of an allocation of 1024 bytes"),
+        ("n - 257", "4 bytes before an allocation of 1024 bytes"),
+    ] {
         let src = format!(
-            "extern \"C\" __global__ void oob(float* out, long long n) {{\n    if (threadIdx.x == 0 && blockIdx.x == 0) out[n + {offset}] = 1.0f;\n}}\n"
+            "extern \"C\" __global__ void oob(float* out, long long n) {{\n    if (threadIdx.x == 0 && blockIdx.x == 0) out[{index}] = 1.0f;\n}}\n"
         );
         let (_, err) = launch(&ctx, &src, "oob", block(32), None);
         assert_reported(err, &["oob", needle]);

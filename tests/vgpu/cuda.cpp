@@ -51,7 +51,9 @@ enum : int {
 namespace {
 
 std::mutex g_mutex;        /* guards the tables below and serialises kernel execution */
-std::string g_last_report; /* detail of the last failure, returned by cuGetErrorString */
+/* Detail of the calling thread's last failure, returned by cuGetErrorString: per thread, because parallel tests
+ * fail launches concurrently and each reads its own error right after the failing call. */
+thread_local std::string g_last_report;
 int g_context_tag, g_pool_tag;
 
 CUresult fail(CUresult code, const std::string& what) {
@@ -135,7 +137,7 @@ bool check_range(const char* op, CUdeviceptr p, size_t n, CUresult* err) {
 std::string check_canaries() {
     for (auto& [start, a] : g_allocs) {
         const unsigned char* s = (const unsigned char*)start;
-        for (size_t i = 1; i <= CANARY_FRONT; i++)
+        for (size_t i = CANARY_FRONT; i >= 1; i--) /* the farthest byte first: where the stray store began */
             if (s[-(ptrdiff_t)i] != CANARY)
                 return "out-of-bounds store " + std::to_string(i) + " bytes before an allocation of " +
                        std::to_string(a.size) + " bytes";
