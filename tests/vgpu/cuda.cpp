@@ -287,6 +287,7 @@ CUresult cuCtxPopCurrent_v2(CUcontext* c) {
     return OK;
 }
 CUresult cuCtxSynchronize() {
+    std::lock_guard<std::mutex> l(g_mutex);
     vgpu::counters().synchronizations++;
     return OK;
 }
@@ -426,6 +427,7 @@ CUresult cuEventDestroy_v2(CUevent e) {
 CUresult cuEventRecord(CUevent, CUstream) { return OK; }
 CUresult cuEventQuery(CUevent) { return OK; }
 CUresult cuEventSynchronize(CUevent) {
+    std::lock_guard<std::mutex> l(g_mutex);
     vgpu::counters().synchronizations++;
     return OK;
 }

@@ -55,4 +55,6 @@ if [ -n "$san" ]; then
     export TSAN_OPTIONS="${TSAN_OPTIONS:-suppressions=$here/tsan.supp:halt_on_error=0}"
 fi
 [ $# -eq 0 ] && { echo "vgpu: libraries ready in $dir"; exit 0; }
+# Say so in every log: a green run here validates the CUDA code paths on the virtual GPU, not on a real device.
+echo "vgpu: running '$*' on the virtual GPU (tests/vgpu; VGPU_ORDER=${VGPU_ORDER:-forward}), not on a real GPU" >&2
 exec "$@"
