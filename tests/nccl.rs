@@ -98,6 +98,10 @@ fn all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several() {
         );
     }
     eprintln!("nccl all-reduce ok on rank {rank} of {world} (GPU {})", nccl.device());
+    // For the 2-rank run below: a file per rank that passed (the ranks' stderr interleaves mid-line).
+    if let Ok(dir) = std::env::var("MFD_NCCL_MARK_DIR") {
+        std::fs::write(std::path::Path::new(&dir).join(format!("rank-{rank}-of-{world}")), b"ok").unwrap();
+    }
 }
 
 /// Under the virtual GPU (tests/vgpu/run.sh, whose fake libnccl sums through shared memory between the ranks'
@@ -118,13 +122,18 @@ fn on_the_virtual_gpu_two_nccl_ranks_sum_and_train_like_one() {
         c
     };
     let test_exe = std::env::current_exe().unwrap();
+    let marks = tempfile::tempdir().unwrap();
     let out = mpirun("2")
+        .args(["-x", &format!("MFD_NCCL_MARK_DIR={}", marks.path().display())])
         .arg(&test_exe)
-        .args(["all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several", "--exact", "--nocapture"])
+        .args(["all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several", "--exact"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && err.contains("nccl all-reduce ok on rank 1 of 2"), "{err}");
+    assert!(out.status.success(), "{err}");
+    for r in 0..2 {
+        assert!(marks.path().join(format!("rank-{r}-of-2")).exists(), "rank {r} of 2 did not pass: {err}");
+    }
 
     // The same 6 steps on 1 rank and on 2 ranks at the same global batch, CUDA backend, NCCL gradients.
     let dir = tempfile::tempdir().unwrap();
