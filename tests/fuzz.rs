@@ -169,27 +169,7 @@ struct Trained {
 }
 
 fn trained() -> Trained {
-    let root = tempfile::tempdir().unwrap().keep();
-    let ds = root.join("data/dataset");
-    let cfg = mfd::config::Config::load(
-        None,
-        &[
-            format!("data.dataset={}", toml::Value::String(ds.to_string_lossy().into_owned())),
-            "model.c=16".into(),
-            "model.seq_len=128".into(),
-            "model.crop=0".into(),
-            "adversary.hidden=16".into(),
-            "adversary.layers=2".into(),
-            "train.batch_size=16".into(),
-            "train.max_seconds=0".into(),
-            "train.max_steps=1".into(),
-            format!("train.out={}", toml::Value::String(root.join("run").to_string_lossy().into_owned())),
-        ],
-    )
-    .unwrap();
-    let opts = mfd::train::trainer::TrainOptions { resume: false, skip_final_eval: true, overwrite: false };
-    mfd::train::trainer::run(&cfg, &opts).unwrap();
-    let ckpt = root.join("run/checkpoints/last.safetensors");
+    let (root, ckpt) = common::tiny_trained_run();
     Trained { root, ckpt }
 }
 

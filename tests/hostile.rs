@@ -2,6 +2,8 @@
 //! short line naming the file and field or the config key) or a success, never a panic or an abort; nothing
 //! half-written is left behind. One tiny model (C = 16, 1 step) on the synthetic `tiny` dataset serves them all.
 
+mod common;
+
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 use std::collections::HashMap;
@@ -17,28 +19,7 @@ struct Setup {
 fn setup() -> &'static Setup {
     static S: OnceLock<Setup> = OnceLock::new();
     S.get_or_init(|| {
-        let root = tempfile::tempdir().unwrap().keep();
-        let ds = root.join("data/dataset");
-        let cfg = mfd::config::Config::load(
-            None,
-            &[
-                format!("data.dataset={}", toml::Value::String(ds.to_string_lossy().into_owned())),
-                "model.c=16".into(),
-                "model.seq_len=128".into(),
-                "model.crop=0".into(),
-                "adversary.hidden=16".into(),
-                "adversary.layers=2".into(),
-                "train.batch_size=16".into(),
-                "train.max_seconds=0".into(),
-                "train.max_steps=1".into(),
-                format!("train.out={}", toml::Value::String(root.join("run").to_string_lossy().into_owned())),
-            ],
-        )
-        .unwrap();
-        let opts = mfd::train::trainer::TrainOptions { resume: false, skip_final_eval: true, overwrite: false };
-        mfd::train::trainer::run(&cfg, &opts).unwrap();
-        let ckpt = root.join("run/checkpoints/last.safetensors");
-        assert!(ckpt.exists());
+        let (root, ckpt) = common::tiny_trained_run();
         Setup { root, ckpt }
     })
 }
