@@ -6,6 +6,11 @@
 #   HOSTFILE=hosts.txt launch/train.sh 8 -- --config configs/c120.toml   # several nodes (hostfile: "node slots=8")
 # The global batch train.batch_size is split over all ranks (it must be divisible by the world size); with
 # dist.batch_stats = "global" (default) N ranks train the same model as one rank at the same global batch.
+# GPU runs (--backend cuda) all-reduce gradients over NCCL: dist.comm = "auto" (default) picks it for the CUDA
+# backend on more than one rank; --set dist.comm='"mpi"' forces host buffers.
+# Preemption: SIGUSR1 to mpirun is forwarded to the ranks, which finish the step, write `last` and exit with
+# status 75; rerun the same line with --resume auto to continue. (Open MPI turns a SIGTERM into SIGTERM then
+# SIGKILL for the ranks a few seconds later: send SIGUSR1, or set train.checkpoint_every_minutes.)
 # Build first: cargo build --release --features mpi
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -113,9 +113,16 @@ pub struct TrainConfig {
     /// Checkpoints kept (best by validation loss).
     #[serde(default = "three")]
     pub keep_best: usize,
-    /// Backend: "cpu", "cuda" or "auto".
-    #[serde(default = "cpu")]
-    pub backend: String,
+    /// Write `last` every N training steps besides the end of each epoch (0 = only at epoch ends): an epoch of
+    /// the genome preset takes hours, and a preempted job loses everything since its last checkpoint.
+    #[serde(default)]
+    pub checkpoint_every_steps: usize,
+    /// Write `last` every N minutes of training (0 = off; rank 0's clock decides for every rank).
+    #[serde(default)]
+    pub checkpoint_every_minutes: f64,
+    /// Backend: "cpu", "cuda" or "auto" (the GPU when one works).
+    #[serde(default)]
+    pub backend: BackendKind,
     /// Run directory.
     pub out: PathBuf,
 }
@@ -124,8 +131,12 @@ pub struct TrainConfig {
 #[serde(deny_unknown_fields)]
 pub struct DistConfig {
     /// "global": BatchNorm and Pearson moments reduced across ranks; "local": per rank.
-    #[serde(default = "global")]
-    pub batch_stats: String,
+    #[serde(default)]
+    pub batch_stats: BatchStats,
+    /// Gradient communicator: "auto" (NCCL with the CUDA backend on more than one rank, else MPI), "mpi" (host
+    /// buffers; one rank without a launcher) or "nccl" (device buffers; needs a GPU and libnccl).
+    #[serde(default)]
+    pub comm: CommKind,
     /// Gradient all-reduce bucket size in MiB.
     #[serde(default = "four")]
     pub bucket_mb: f64,
@@ -161,11 +172,54 @@ fn dilation_growth() -> f64 {
 fn yes() -> bool {
     true
 }
-fn cpu() -> String {
-    "cpu".into()
+
+/// `train.backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Cpu,
+    Cuda,
+    /// The GPU when one works, else the CPU (with a note saying why).
+    Auto,
 }
-fn global() -> String {
-    "global".into()
+
+/// `dist.batch_stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchStats {
+    /// BatchNorm and Pearson moments summed over all ranks: N ranks train as one at the same global batch.
+    #[default]
+    Global,
+    /// Per-rank moments; running statistics averaged after every step.
+    Local,
+}
+
+/// `dist.comm`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommKind {
+    /// NCCL when the backend is CUDA and there is more than one rank, else MPI.
+    #[default]
+    Auto,
+    Mpi,
+    Nccl,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Auto => "auto",
+        })
+    }
+}
+
+impl std::fmt::Display for BatchStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if *self == BatchStats::Global { "global" } else { "local" })
+    }
 }
 
 impl Config {
@@ -253,6 +307,8 @@ impl Config {
         float_range("train.max_seconds", t.max_seconds, 0.0, 1e9)?;
         int_range("train.log_every", t.log_every, 1, 1 << 40)?;
         int_range("train.keep_best", t.keep_best, 1, 1000)?;
+        int_range("train.checkpoint_every_steps", t.checkpoint_every_steps, 0, 1 << 40)?;
+        float_range("train.checkpoint_every_minutes", t.checkpoint_every_minutes, 0.0, 1e7)?;
         // One activation of the trunk is B x T x C floats; past 2^33 (32 GiB) a run cannot fit any machine's memory
         // and would abort in the allocator instead of failing here.
         let act = (t.batch_size as u128) * (m.seq_len as u128) * (m.c as u128);
@@ -265,13 +321,7 @@ impl Config {
                 ),
             ));
         }
-        if !["global", "local"].contains(&self.dist.batch_stats.as_str()) {
-            return Err(MfdError::config("dist.batch_stats", "must be \"global\" or \"local\""));
-        }
         float_range("dist.bucket_mb", self.dist.bucket_mb, 1e-6, 4096.0)?;
-        if !["cpu", "cuda", "auto"].contains(&t.backend.as_str()) {
-            return Err(MfdError::config("train.backend", "must be \"cpu\", \"cuda\" or \"auto\""));
-        }
         if t.out.as_os_str().is_empty() {
             return Err(MfdError::config("train.out", "must name a run directory"));
         }
@@ -372,7 +422,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.model.c, 120);
         assert_eq!(c.train.out, PathBuf::from("x/y"));
-        assert_eq!(c.train.backend, "auto");
+        assert_eq!(c.train.backend, BackendKind::Auto);
     }
 
     #[test]

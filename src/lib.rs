@@ -17,6 +17,7 @@ pub mod error;
 pub mod model;
 pub mod report;
 pub mod rng;
+pub mod runtime;
 pub mod sweep;
 pub mod train;
 

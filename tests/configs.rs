@@ -11,7 +11,7 @@
 use mfd::config::Config;
 use mfd::model::metadata::MappingConfig;
 use mfd::sweep::config::Sweep;
-use mfd::train::trainer::{run, TrainOptions};
+use mfd::train::trainer::{run, Resume, TrainOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -183,7 +183,7 @@ fn check(file: &Path, root: &Path) -> Result<String, String> {
         let sweep =
             Sweep::load(file, &small(root), Some(&root.join("sweeps").join(&stem))).map_err(|e| e.to_string())?;
         for p in &sweep.points {
-            run(&p.cfg, &TrainOptions { resume: false, skip_final_eval: true, overwrite: false })
+            run(&p.cfg, &TrainOptions { resume: Resume::No, skip_final_eval: true, overwrite: false })
                 .map_err(|e| format!("point {}: {e}", p.name))?;
             let step = last_step(&p.cfg.train.out);
             if step != STEPS.to_string() {

@@ -27,16 +27,28 @@ fn choosing_nccl_without_a_gpu_is_a_clear_error() {
     let err = Nccl::new(Box::new(Single)).err().expect("Nccl::new must fail without a GPU");
     let msg = err.to_string();
     assert!(msg.contains("'nccl' cannot run here") && msg.contains(&why), "{msg}");
-    // Through the binary: MFD_COMM=nccl ends `mfd train` with that error and no panic.
+    // Through the binary: dist.comm = "nccl" with the CPU backend, and the retired MFD_COMM variable, end
+    // `mfd train` with an error naming the key, before anything is written, and no panic.
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mfd"))
-        .args(["train", "--out", &dir.path().join("run").to_string_lossy()])
-        .env("MFD_COMM", "nccl")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(err.contains("'nccl' cannot run here") && !err.contains("panicked"), "{err}");
+    let run = dir.path().join("run");
+    let train = |set: &[&str], env: Option<(&str, &str)>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mfd"));
+        c.args(["train", "--out", &run.to_string_lossy()]);
+        for s in set {
+            c.args(["--set", s]);
+        }
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = train(&["dist.comm=\"nccl\""], None);
+    assert!(err.contains("config dist.comm: 'nccl' needs the CUDA backend") && !err.contains("panicked"), "{err}");
+    let err = train(&[], Some(("MFD_COMM", "nccl")));
+    assert!(err.contains("MFD_COMM") && err.contains("dist.comm") && !err.contains("panicked"), "{err}");
+    assert!(!run.exists(), "nothing may be written before the communicator is known");
 }
 
 #[test]
@@ -105,7 +117,7 @@ fn all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several() {
 }
 
 /// Under the virtual GPU (tests/vgpu/run.sh, whose fake libnccl sums through shared memory between the ranks'
-/// processes): the all-reduce test above on 2 ranks, and a 2-rank `MFD_COMM=nccl` training on the CUDA backend
+/// processes): the all-reduce test above on 2 ranks, and a 2-rank `dist.comm = "nccl"` training on the CUDA backend
 /// that equals the 1-rank one. Skipped elsewhere (NCCL wants one GPU per rank; docs/SCALING.md has the real-GPU
 /// commands).
 #[cfg(feature = "mpi")]
@@ -117,7 +129,7 @@ fn on_the_virtual_gpu_two_nccl_ranks_sum_and_train_like_one() {
     }
     let mpirun = |np: &str| {
         let mut c = Command::new("mpirun");
-        c.args(["--allow-run-as-root", "--oversubscribe", "-np", np, "-x", "MFD_COMM=nccl"]);
+        c.args(["--allow-run-as-root", "--oversubscribe", "-np", np]);
         c.env("RAYON_NUM_THREADS", "1");
         c
     };
@@ -143,6 +155,8 @@ fn on_the_virtual_gpu_two_nccl_ranks_sum_and_train_like_one() {
         for s in [
             format!("data.dataset={}", toml::Value::String(dir.path().join("data/dataset").to_string_lossy().into())),
             "train.backend=\"cuda\"".into(),
+            // NCCL on one rank too (auto would pick MPI there), so both runs sum gradients the same way.
+            "dist.comm=\"nccl\"".into(),
             "model.c=16".into(),
             "model.seq_len=128".into(),
             "model.crop=0".into(),
@@ -165,7 +179,7 @@ fn on_the_virtual_gpu_two_nccl_ranks_sum_and_train_like_one() {
     let two = mpirun("2").arg(mfd).args(args("two")).output().unwrap();
     let err = String::from_utf8_lossy(&two.stderr);
     assert!(two.status.success(), "{err}");
-    assert!(err.contains("backend cuda"), "{err}");
+    assert!(err.contains("backend cuda") && err.contains("2 ranks (nccl)"), "{err}");
     let load = |d: &str| {
         let bytes = std::fs::read(dir.path().join(d).join("checkpoints/last.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

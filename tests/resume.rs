@@ -4,7 +4,7 @@
 //! order is a pure function of (seed, epoch)).
 
 use mfd::config::Config;
-use mfd::train::trainer::{run, TrainOptions};
+use mfd::train::trainer::{run, Resume, TrainOptions};
 use safetensors::SafeTensors;
 use std::path::Path;
 
@@ -34,10 +34,11 @@ fn cfg(root: &Path, out: &str, max_steps: usize) -> Config {
 fn resumed_run_equals_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let opts = TrainOptions { resume: false, skip_final_eval: true, overwrite: false };
+    let opts = TrainOptions { resume: Resume::No, skip_final_eval: true, overwrite: false };
     run(&cfg(root, "full", 6), &opts).unwrap();
     run(&cfg(root, "split", 3), &opts).unwrap();
-    run(&cfg(root, "split", 6), &TrainOptions { resume: true, skip_final_eval: true, overwrite: false }).unwrap();
+    run(&cfg(root, "split", 6), &TrainOptions { resume: Resume::Yes, skip_final_eval: true, overwrite: false })
+        .unwrap();
 
     // Compare every tensor of the two last checkpoints byte for byte, and of their optimiser state.
     for file in ["last.safetensors", "last.optim.safetensors"] {
@@ -74,11 +75,11 @@ fn resume_at_the_step_limit_trains_no_extra_step() {
     let root = dir.path();
     let mut cfg = cfg(root, "run", STEPS);
     cfg.train.log_every = 1;
-    let first = run(&cfg, &TrainOptions { resume: false, skip_final_eval: true, overwrite: false }).unwrap();
+    let first = run(&cfg, &TrainOptions { resume: Resume::No, skip_final_eval: true, overwrite: false }).unwrap();
     assert_eq!(first.steps, STEPS as u64);
     let last = root.join("run/checkpoints/last.safetensors");
     let before = std::fs::read(&last).unwrap();
-    let resumed = run(&cfg, &TrainOptions { resume: true, skip_final_eval: true, overwrite: false }).unwrap();
+    let resumed = run(&cfg, &TrainOptions { resume: Resume::Yes, skip_final_eval: true, overwrite: false }).unwrap();
     assert_eq!(resumed.steps, STEPS as u64, "the resumed run trained past train.max_steps");
     assert!(std::fs::read(&last).unwrap() == before, "the resumed run rewrote last.safetensors");
     let metrics = std::fs::read_to_string(root.join("run/metrics.jsonl")).unwrap();
@@ -190,12 +191,12 @@ fn kill_or_disk_full_at_any_step_of_a_checkpoint_write_resumes_like_an_uninterru
 fn weights_and_optimiser_state_of_different_checkpoints_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let opts = TrainOptions { resume: false, skip_final_eval: true, overwrite: false };
+    let opts = TrainOptions { resume: Resume::No, skip_final_eval: true, overwrite: false };
     run(&cfg(root, "a", 2), &opts).unwrap();
     run(&cfg(root, "b", 2), &opts).unwrap();
     std::fs::copy(root.join("b/checkpoints/last.optim.safetensors"), root.join("a/checkpoints/last.optim.safetensors"))
         .unwrap();
-    let e = run(&cfg(root, "a", 4), &TrainOptions { resume: true, ..opts.clone() }).unwrap_err().to_string();
+    let e = run(&cfg(root, "a", 4), &TrainOptions { resume: Resume::Yes, ..opts.clone() }).unwrap_err().to_string();
     assert!(e.contains("last.optim.safetensors") && e.contains("[field id]"), "{e}");
 }
 

@@ -20,7 +20,7 @@ use mfd::train::step_dump::{
     bases_to_tokens, batch_from_dataset, load_model, pack_labels, pick_tiles, read_batch, step_dump, write_batch,
     write_dump, Batch, Mode,
 };
-use mfd::train::trainer::{run, TrainOptions};
+use mfd::train::trainer::{run, Resume, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -54,7 +54,7 @@ fn setup() -> &'static Setup {
                 ],
             )
             .unwrap();
-            run(&cfg, &TrainOptions { resume: false, skip_final_eval: true, overwrite: false }).unwrap();
+            run(&cfg, &TrainOptions { resume: Resume::No, skip_final_eval: true, overwrite: false }).unwrap();
         }
         Setup { ckpt, dataset }
     })

@@ -40,8 +40,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench")]
     pub preset: String,
     /// Backend for the kernels, train and peak suites: cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: crate::config::BackendKind,
     /// Timed training steps per configuration.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
@@ -94,13 +94,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut sections = Vec::new();
     let needs_backend = suites.iter().any(|s| matches!(*s, "peak" | "kernels" | "train"));
     if needs_backend {
-        match crate::backend::cuda::choose_backend(&args.backend, 0)? {
-            crate::backend::cuda::BackendChoice::Cpu => run_backend(&CpuBackend, true, args, &suites, &mut sections)?,
-            crate::backend::cuda::BackendChoice::Cuda(be) => {
-                eprintln!("mfd bench: CUDA backend on {}", be.describe());
-                run_backend(be.as_ref(), false, args, &suites, &mut sections)?
+        struct Suites<'a>(&'a BenchArgs, &'a [&'a str]);
+        impl crate::runtime::Job for Suites<'_> {
+            type Out = Vec<(&'static str, Section)>;
+            fn run<B: Backend>(self, be: &B, _comm: &dyn crate::dist::Comm) -> Result<Self::Out> {
+                let mut sections = Vec::new();
+                run_backend(be, be.name() == CpuBackend.name(), self.0, self.1, &mut sections)?;
+                Ok(sections)
             }
         }
+        let one = crate::dist::Single;
+        sections.extend(crate::runtime::with_backend(
+            args.backend,
+            crate::config::CommKind::Mpi,
+            &one,
+            Suites(args, &suites),
+        )?);
     }
     if suites.contains(&"data") {
         eprintln!("mfd bench: data");
@@ -210,20 +219,10 @@ fn describe(m: &Value) -> String {
     )
 }
 
-/// "YYYY-MM-DD HH:MM" of a Unix time (civil-from-days, proleptic Gregorian).
+/// "YYYY-MM-DD HH:MM" of a Unix time.
 fn utc_date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let (h, mi) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}")
+    let iso = crate::train::provenance::utc_string(secs);
+    format!("{} {}", &iso[..10], &iso[11..16])
 }
 
 /// Time `f` after one untimed warm-up: repeat until `min_secs` have passed (at least `min_reps`, at most

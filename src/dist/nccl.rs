@@ -73,7 +73,7 @@ impl Nccl {
     pub fn new(control: Box<dyn Comm>) -> Result<Nccl> {
         let local = (|| -> Result<(Arc<CudaContext>, Arc<CudaStream>)> {
             let devices =
-                probe().map_err(|why| MfdError::config("MFD_COMM", format!("'nccl' cannot run here: {why}")))?;
+                probe().map_err(|why| MfdError::config("dist.comm", format!("'nccl' cannot run here: {why}")))?;
             let ctx = CudaContext::new(control.local_rank() % devices).map_err(|e| cuda_err("context", e))?;
             let stream = ctx.new_stream().map_err(|e| cuda_err("new_stream", e))?;
             Ok((ctx, stream))

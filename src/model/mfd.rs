@@ -23,8 +23,18 @@ pub struct LossTerms {
     /// total_R2 of predicting the biological features from the technical ones, and the reverse.
     pub r2_bio: f32,
     pub r2_tech: f32,
-    /// BCE + lambda * independence term (the model loss).
+    /// The independence penalty as the model defines it: R2_bio + R2_tech, plus ||R||_F with `cov_and_adv` or
+    /// without adversaries (mfd-spec.md 4.3). The loss is BCE + lambda * indep (`loss_at`).
+    pub indep: f32,
+    /// BCE + lambda * indep at the lambda the backward ran with.
     pub loss: f32,
+}
+
+impl LossTerms {
+    /// The model loss at `lambda`: a data-parallel backward runs with lambda x W, the reported loss uses lambda.
+    pub fn loss_at(&self, lambda: f64) -> f32 {
+        self.bce + lambda as f32 * self.indep
+    }
 }
 
 pub struct Mfd<B: Backend> {
@@ -368,7 +378,7 @@ impl<B: Backend> Mfd<B> {
             false,
         )?;
         self.trunk.backward(be, p, tokens, &bufs.d_features, red, hook)?;
-        Ok(LossTerms { bce, corr, r2_bio, r2_tech, loss })
+        Ok(LossTerms { bce, corr, r2_bio, r2_tech, indep, loss })
     }
 }
 

@@ -19,12 +19,11 @@ pub mod point;
 pub mod table;
 pub mod tissue;
 
-use crate::backend::cpu::CpuBackend;
 use crate::dist::Comm;
 use crate::error::{MfdError, Result};
 use crate::sweep::config::{Point, Sweep};
 use crate::sweep::point::{PointResult, Status};
-use crate::train::trainer::{ensure_dataset, run_dist, RunSummary, TrainOptions};
+use crate::train::trainer::{ensure_dataset, run_dist, Resume, RunSummary, TrainOptions};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -53,13 +52,7 @@ pub fn assignment(pending: &[usize], groups: usize, group: usize) -> Vec<usize> 
 
 /// Train one point on `comm` (its group) with the backend the point's config names; rank 0 then runs the
 /// post-hoc analyses. Returns the result on the group's rank 0.
-fn run_point(
-    sweep: &Sweep,
-    point: &Point,
-    resume: bool,
-    comm: &dyn Comm,
-    local_rank: usize,
-) -> Result<Option<PointResult>> {
+fn run_point(sweep: &Sweep, point: &Point, resume: bool, comm: &dyn Comm) -> Result<Option<PointResult>> {
     let cfg = &point.cfg;
     if resume && point::training_complete(cfg) {
         // Interrupted after its last step (e.g. during the analyses): evaluate only.
@@ -68,11 +61,17 @@ fn run_point(
         return Ok(res);
     }
     // A new point's directory holds no checkpoint: whatever an earlier attempt left there is moved aside.
-    let opts = TrainOptions { resume, skip_final_eval: false, overwrite: !resume };
-    let summary: RunSummary = match crate::backend::cuda::choose_backend(&cfg.train.backend, local_rank)? {
-        crate::backend::cuda::BackendChoice::Cpu => run_dist(&CpuBackend, comm, cfg, &opts)?,
-        crate::backend::cuda::BackendChoice::Cuda(be) => run_dist(be.as_ref(), comm, cfg, &opts)?,
-    };
+    let resume = if resume { Resume::Yes } else { Resume::No };
+    let opts = TrainOptions { resume, skip_final_eval: false, overwrite: resume == Resume::No };
+    struct Train<'a>(&'a crate::config::Config, &'a TrainOptions);
+    impl crate::runtime::Job for Train<'_> {
+        type Out = RunSummary;
+        fn run<B: crate::backend::Backend>(self, be: &B, comm: &dyn Comm) -> Result<RunSummary> {
+            run_dist(be, comm, self.0, self.1)
+        }
+    }
+    let summary =
+        crate::runtime::with_backend(cfg.train.backend, crate::config::CommKind::Mpi, comm, Train(cfg, &opts))?;
     let res = if comm.rank() == 0 { Some(point::finish(sweep, point, Some(&summary))?) } else { None };
     comm.barrier()?;
     Ok(res)
@@ -107,14 +106,7 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         return Ok(());
     }
     let world = crate::dist::init()?;
-    let result = run_world(&sweep, world.as_ref());
-    match result {
-        Err(e) if world.size() > 1 => {
-            eprintln!("error: rank {} of {}: {e}; aborting the job", world.rank(), world.size());
-            world.abort(1)
-        }
-        r => r,
-    }
+    crate::runtime::or_abort(world.as_ref(), run_world(&sweep, world.as_ref()))
 }
 
 fn run_world(sweep: &Sweep, world: &dyn Comm) -> Result<()> {
@@ -161,7 +153,7 @@ fn run_world(sweep: &Sweep, world: &dyn Comm) -> Result<()> {
                         p.cfg.train.out.display()
                     );
                 }
-                let res = run_point(sweep, p, resume, comm.as_ref(), world.local_rank())
+                let res = run_point(sweep, p, resume, comm.as_ref())
                     .map_err(|e| MfdError::other(format!("sweep point {}: {e}", p.name)))?;
                 if let Some(r) = res {
                     eprintln!(

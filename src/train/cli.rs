@@ -7,7 +7,7 @@ use crate::data::manifest::{SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL};
 use crate::error::{MfdError, Result};
 use crate::train::checkpoint;
 use crate::train::evaluate::evaluate_sharded;
-use crate::train::trainer::TrainOptions;
+use crate::train::trainer::{Resume, TrainOptions};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -19,14 +19,15 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Backend: cpu, cuda or auto (overrides train.backend; auto uses a GPU when one works).
-    #[arg(long)]
-    pub backend: Option<String>,
+    #[arg(long, value_enum)]
+    pub backend: Option<crate::config::BackendKind>,
     /// Run directory (overrides train.out).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue the run in the run directory from its last checkpoint.
-    #[arg(long)]
-    pub resume: bool,
+    /// Continue the run in the run directory from its last checkpoint; `--resume auto` continues when there is
+    /// one and otherwise starts afresh (one job line that both starts and continues a run: launch/train.slurm).
+    #[arg(long, num_args = 0..=1, default_missing_value = "yes", value_name = "auto")]
+    pub resume: Option<String>,
     /// Start afresh in a non-empty run directory: the old run is first moved to `<out>.old-<unix time>`.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
@@ -38,7 +39,7 @@ pub struct TrainArgs {
 pub fn train(args: &TrainArgs) -> Result<()> {
     let mut overrides = args.set.clone();
     if let Some(b) = &args.backend {
-        overrides.push(format!("train.backend={}", toml_string(b)));
+        overrides.push(format!("train.backend={}", toml_string(&b.to_string())));
     }
     if let Some(out) = &args.out {
         overrides.push(format!("train.out={}", toml_string(&out.to_string_lossy())));
@@ -48,10 +49,29 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if rank0 {
         eprintln!("mfd: resolved config:\n{}", cfg.to_toml());
     }
+    let resume = match args.resume.as_deref() {
+        None => Resume::No,
+        Some("yes") => Resume::Yes,
+        Some("auto") => Resume::Auto,
+        Some(other) => {
+            return Err(MfdError::config("--resume", format!("'{other}': expected no value (resume) or `auto`")))
+        }
+    };
     let s = crate::train::trainer::run(
         &cfg,
-        &TrainOptions { resume: args.resume, skip_final_eval: args.no_final_eval, overwrite: args.overwrite },
+        &TrainOptions { resume, skip_final_eval: args.no_final_eval, overwrite: args.overwrite },
     )?;
+    if let Some(sig) = s.preempted {
+        if rank0 {
+            eprintln!(
+                "mfd: stopped by {} after global step {}; continue with: mfd train ... --resume auto (exit status {})",
+                crate::train::preempt::name(sig),
+                s.steps,
+                crate::train::preempt::EXIT_PREEMPTED
+            );
+        }
+        std::process::exit(i32::from(crate::train::preempt::EXIT_PREEMPTED));
+    }
     if !rank0 {
         return Ok(());
     }
@@ -88,13 +108,7 @@ pub struct EvalArgs {
 /// `mfd eval`; under `mpirun` the split's batches are shared over the ranks and rank 0 writes the outputs.
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let comm = crate::dist::init()?;
-    match eval_on(args, comm.as_ref()) {
-        Err(e) if comm.size() > 1 => {
-            eprintln!("error: rank {} of {}: {e}; aborting the job", comm.rank(), comm.size());
-            comm.abort(1)
-        }
-        r => r,
-    }
+    crate::runtime::or_abort(comm.as_ref(), eval_on(args, comm.as_ref()))
 }
 
 fn eval_on(args: &EvalArgs, comm: &dyn crate::dist::Comm) -> Result<()> {

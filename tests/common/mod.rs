@@ -187,28 +187,35 @@ pub fn tiny_mfd<B: mfd::backend::Backend>(be: &B, shared: bool) -> mfd::model::m
     mfd::model::mfd::Mfd::new(be, &mcfg, &acfg, &mapping, &table, 8, 3).unwrap()
 }
 
+/// `--set` overrides of a tiny model (C = 16, T = 128, adversaries 2 x 16, batch 16, no time limit) on the dataset
+/// `dataset` (synthesized from the default config's `tiny` preset when absent).
+pub fn tiny_overrides(dataset: &Path) -> Vec<String> {
+    vec![
+        format!("data.dataset={}", toml::Value::String(dataset.to_string_lossy().into_owned())),
+        "model.c=16".into(),
+        "model.seq_len=128".into(),
+        "model.crop=0".into(),
+        "adversary.hidden=16".into(),
+        "adversary.layers=2".into(),
+        "train.batch_size=16".into(),
+        "train.max_seconds=0".into(),
+    ]
+}
+
 /// A tiny model (C = 16, T = 128, 1 step) trained on the synthetic `tiny` dataset in a kept temp root: the model the
 /// hostile-input tests (tests/hostile.rs, tests/fuzz.rs) feed bad files around. Returns (root, last checkpoint).
 pub fn tiny_trained_run() -> (PathBuf, PathBuf) {
     let root = tempfile::tempdir().unwrap().keep();
     let ds = root.join("data/dataset");
-    let cfg = mfd::config::Config::load(
-        None,
-        &[
-            format!("data.dataset={}", toml::Value::String(ds.to_string_lossy().into_owned())),
-            "model.c=16".into(),
-            "model.seq_len=128".into(),
-            "model.crop=0".into(),
-            "adversary.hidden=16".into(),
-            "adversary.layers=2".into(),
-            "train.batch_size=16".into(),
-            "train.max_seconds=0".into(),
-            "train.max_steps=1".into(),
-            format!("train.out={}", toml::Value::String(root.join("run").to_string_lossy().into_owned())),
-        ],
-    )
-    .unwrap();
-    let opts = mfd::train::trainer::TrainOptions { resume: false, skip_final_eval: true, overwrite: false };
+    let mut sets = tiny_overrides(&ds);
+    sets.push("train.max_steps=1".into());
+    sets.push(format!("train.out={}", toml::Value::String(root.join("run").to_string_lossy().into_owned())));
+    let cfg = mfd::config::Config::load(None, &sets).unwrap();
+    let opts = mfd::train::trainer::TrainOptions {
+        resume: mfd::train::trainer::Resume::No,
+        skip_final_eval: true,
+        overwrite: false,
+    };
     mfd::train::trainer::run(&cfg, &opts).unwrap();
     let ckpt = root.join("run/checkpoints/last.safetensors");
     assert!(ckpt.exists());

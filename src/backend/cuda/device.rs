@@ -7,6 +7,7 @@
 use std::fmt::Debug;
 
 use super::CudaBackend;
+use crate::config::BackendKind;
 use crate::{MfdError, Result};
 
 /// Map a cudarc error to `MfdError` with the failing operation's name.
@@ -42,24 +43,23 @@ pub enum BackendChoice {
     Cuda(Box<CudaBackend>),
 }
 
-/// Resolve `train.backend` ("cpu", "cuda" or "auto") on device `ordinal` (taken modulo the device count, so
-/// ranks can pass their local rank). `cuda` without a working GPU is an error; `auto` prints why it uses the CPU.
-pub fn choose_backend(name: &str, ordinal: usize) -> Result<BackendChoice> {
-    match name {
-        "cpu" => Ok(BackendChoice::Cpu),
-        "cuda" => {
+/// Resolve `train.backend` on device `ordinal` (taken modulo the device count, so ranks can pass their local
+/// rank). `cuda` without a working GPU is an error; `auto` prints why it uses the CPU.
+pub fn choose_backend(kind: BackendKind, ordinal: usize) -> Result<BackendChoice> {
+    match kind {
+        BackendKind::Cpu => Ok(BackendChoice::Cpu),
+        BackendKind::Cuda => {
             let n = probe().map_err(|why| MfdError::config("train.backend", format!("'cuda' needs a GPU: {why}")))?;
             let be = CudaBackend::new(ordinal % n)
                 .map_err(|e| MfdError::config("train.backend", format!("'cuda': GPU initialisation failed: {e}")))?;
             Ok(BackendChoice::Cuda(Box::new(be)))
         }
-        "auto" => match probe().map_err(MfdError::other).and_then(|n| CudaBackend::new(ordinal % n)) {
+        BackendKind::Auto => match probe().map_err(MfdError::other).and_then(|n| CudaBackend::new(ordinal % n)) {
             Ok(be) => Ok(BackendChoice::Cuda(Box::new(be))),
             Err(why) => {
                 eprintln!("mfd: backend auto: using the CPU ({why})");
                 Ok(BackendChoice::Cpu)
             }
         },
-        other => Err(MfdError::config("train.backend", format!("'{other}': expected cpu, cuda or auto"))),
     }
 }
