@@ -26,6 +26,8 @@ pub use shapes::{
     PoolShape, R2Shape, StemShape, STEM_CHANNELS, TOKEN_N,
 };
 
+use crate::data::dataset::Dataset;
+use crate::data::sampler::BatchPlan;
 use crate::Result;
 
 /// BatchNorm epsilon (PyTorch default).
@@ -68,6 +70,10 @@ pub trait Backend: Send + Sync {
     type Buf: Send + Sync;
     /// A u8 buffer (tokens, label bits, argmax of pooling).
     type Bytes: Send + Sync;
+    /// A set of tiles held where the model runs, from which a step's batch is made there (`resident`,
+    /// `encode_resident`): the CPU reads the memory-mapped dataset; CUDA keeps the genome codes, the tiles' records
+    /// and their label bits on the device, so per step only the batch's tile indices cross the bus.
+    type Resident: Send;
 
     fn name(&self) -> &'static str;
 
@@ -84,6 +90,21 @@ pub trait Backend: Send + Sync {
     /// Copy a buffer into host memory of the same length.
     fn download(&self, src: &Self::Buf, host: &mut [f32]) -> Result<()>;
     fn download_bytes(&self, src: &Self::Bytes, host: &mut [u8]) -> Result<()>;
+    /// Hold the tiles `tiles` (strictly ascending global indices, e.g. the training split) of `ds` for
+    /// `encode_resident`.
+    fn resident(&self, ds: &Dataset, tiles: &[u64]) -> Result<Self::Resident>;
+    /// The tokens (B, T) and label rows (B, row_bytes) of `plan` (its tiles among the resident ones; shift and
+    /// reverse complement applied) into `tokens` and `labels`, with the semantics of `data::window::encode_batch`
+    /// and `gather_labels`.
+    fn encode_resident(
+        &self,
+        r: &mut Self::Resident,
+        ds: &Dataset,
+        plan: &BatchPlan,
+        t: usize,
+        tokens: &mut Self::Bytes,
+        labels: &mut Self::Bytes,
+    ) -> Result<()>;
     fn buf_len(&self, buf: &Self::Buf) -> usize;
     fn bytes_len(&self, buf: &Self::Bytes) -> usize;
     /// The buffer's contents as a new host vector.

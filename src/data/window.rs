@@ -141,12 +141,27 @@ pub fn encode_batch_into(ds: &Dataset, plan: &BatchPlan, t: usize, out: &mut [u8
 
 /// The label bitsets of `indices`, concatenated. (B, label_row_bytes)
 pub fn gather_labels(ds: &Dataset, indices: &[u64]) -> Result<Vec<u8>> {
-    check_indices(ds, indices, "gather_labels")?;
-    let mut out = Vec::with_capacity(indices.len() * ds.label_row_bytes());
-    for &g in indices {
-        out.extend_from_slice(ds.label_row(g));
-    }
+    let mut out = vec![0u8; indices.len() * ds.label_row_bytes()];
+    gather_labels_into(ds, indices, &mut out)?;
     Ok(out)
+}
+
+/// `gather_labels` into a caller-owned buffer. out: (B, row_bytes)
+pub fn gather_labels_into(ds: &Dataset, indices: &[u64], out: &mut [u8]) -> Result<()> {
+    check_indices(ds, indices, "gather_labels")?;
+    let row = ds.label_row_bytes();
+    if out.len() != indices.len() * row {
+        return Err(MfdError::Shape {
+            op: "gather_labels",
+            msg: format!("out has {} bytes for B = {} x {row} bytes per label row", out.len(), indices.len()),
+        });
+    }
+    if row > 0 {
+        for (dst, &g) in out.chunks_exact_mut(row).zip(indices) {
+            dst.copy_from_slice(ds.label_row(g));
+        }
+    }
+    Ok(())
 }
 
 /// Bitset rows (B, label_row_bytes(o)) -> dense {0, 1} targets. (B, O)

@@ -39,6 +39,11 @@ pub(crate) struct Training<'a, B: Backend> {
     pub buffer_buckets: Buckets,
     pub train_idx: Vec<u64>,
     pub val_idx: Vec<u64>,
+    /// The training split where the model runs (on CUDA: genome, tile records and label bits on the device).
+    pub resident: B::Resident,
+    /// This rank's batch: tokens (B/W, T) and label rows (B/W, row_bytes), made in place every step.
+    pub tokens: B::Bytes,
+    pub labels: B::Bytes,
     /// When this session started training, and when it last wrote `last`.
     pub start: Instant,
     pub last_checkpoint: Instant,
@@ -80,14 +85,22 @@ impl<'a, B: Backend> Training<'a, B> {
         let model_buckets = Buckets::new(&model.params.table, Group::Model, Field::Grads, cfg.dist.bucket_mb);
         let adv_buckets = Buckets::new(&model.params.table, Group::Adversary, Field::Grads, cfg.dist.bucket_mb);
         let buffer_buckets = Buckets::new(&model.params.table, Group::Buffer, Field::Values, cfg.dist.bucket_mb);
+        let train_idx = ds.split_indices(SPLIT_TRAIN);
+        let resident = be.resident(&ds, &train_idx)?;
+        let b_local = cfg.train.batch_size / world.max(1);
+        let tokens = be.alloc_bytes(b_local * cfg.model.seq_len)?;
+        let labels = be.alloc_bytes(b_local * ds.label_row_bytes())?;
         let mut t = Training {
             be,
             comm,
             cfg,
             rank0,
             world,
-            train_idx: ds.split_indices(SPLIT_TRAIN),
+            train_idx,
             val_idx: ds.split_indices(SPLIT_VAL),
+            resident,
+            tokens,
+            labels,
             ds,
             model,
             opt_model,

@@ -5,7 +5,6 @@
 use crate::backend::Backend;
 use crate::config::BatchStats;
 use crate::data::sampler::BatchPlan;
-use crate::data::window::{encode_batch, gather_labels};
 use crate::dist::buckets::Phase;
 use crate::dist::StatsReduce;
 use crate::error::{MfdError, Result};
@@ -31,9 +30,9 @@ impl<B: Backend> Training<'_, B> {
     /// adversary is, every step).
     pub fn step(&mut self, plan: &BatchPlan, b_local: usize, model_step: bool) -> Result<StepReport> {
         let (be, comm, cfg) = (self.be, self.comm, self.cfg);
-        let t = cfg.model.seq_len;
-        let tokens = be.upload_bytes(&encode_batch(&self.ds, plan, t)?)?;
-        let labels = be.upload_bytes(&gather_labels(&self.ds, &plan.indices)?)?;
+        // The batch is made where the model runs: on CUDA only the B/W tile indices cross the bus.
+        be.encode_resident(&mut self.resident, &self.ds, plan, cfg.model.seq_len, &mut self.tokens, &mut self.labels)?;
+        let (tokens, labels) = (&self.tokens, &self.labels);
         let global_stats = cfg.dist.batch_stats == BatchStats::Global;
         let (lambda_factor, model_scale, adv_scale) = self.scales();
         let lambda = cfg.loss.lambda_indep;
@@ -51,8 +50,8 @@ impl<B: Backend> Training<'_, B> {
                     let mut red = StatsReduce::new(comm, global_stats);
                     report.terms = model.model_loss_backward_hooked(
                         be,
-                        &tokens,
-                        &labels,
+                        tokens,
+                        labels,
                         b_local,
                         (lambda * lambda_factor) as f32,
                         cfg.loss.cov_and_adv,

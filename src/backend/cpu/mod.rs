@@ -24,6 +24,8 @@ pub use real::Real;
 
 use super::shapes::*;
 use super::{Activation, Backend, Reduce};
+use crate::data::dataset::Dataset;
+use crate::data::sampler::BatchPlan;
 use crate::{MfdError, Result};
 
 /// The CPU reference backend (stateless; rayon's global pool does the parallel work).
@@ -42,6 +44,8 @@ fn check(op: &'static str, name: &str, got: usize, want: usize) -> Result<()> {
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Bytes = Vec<u8>;
+    /// The memory-mapped dataset is the resident copy: nothing to hold.
+    type Resident = ();
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -58,6 +62,21 @@ impl Backend for CpuBackend {
     }
     fn upload_bytes(&self, host: &[u8]) -> Result<Vec<u8>> {
         Ok(host.to_vec())
+    }
+    fn resident(&self, _ds: &Dataset, _tiles: &[u64]) -> Result<()> {
+        Ok(())
+    }
+    fn encode_resident(
+        &self,
+        _r: &mut (),
+        ds: &Dataset,
+        plan: &BatchPlan,
+        t: usize,
+        tokens: &mut Vec<u8>,
+        labels: &mut Vec<u8>,
+    ) -> Result<()> {
+        crate::data::window::encode_batch_into(ds, plan, t, tokens)?;
+        crate::data::window::gather_labels_into(ds, &plan.indices, labels)
     }
     fn write(&self, dst: &mut Vec<f32>, host: &[f32]) -> Result<()> {
         check("write", "host", host.len(), dst.len())?;

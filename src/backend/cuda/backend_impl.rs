@@ -4,6 +4,8 @@
 use super::{CudaBackend, DevBuf};
 use crate::backend::shapes::*;
 use crate::backend::{Activation, Backend, Reduce};
+use crate::data::dataset::Dataset;
+use crate::data::sampler::BatchPlan;
 use crate::Result;
 
 type F = DevBuf<f32>;
@@ -12,6 +14,7 @@ type U8 = DevBuf<u8>;
 impl Backend for CudaBackend {
     type Buf = F;
     type Bytes = U8;
+    type Resident = super::GpuGenome;
 
     fn name(&self) -> &'static str {
         "cuda"
@@ -28,6 +31,20 @@ impl Backend for CudaBackend {
     }
     fn upload_bytes(&self, host: &[u8]) -> Result<U8> {
         self.dev_copy(host)
+    }
+    fn resident(&self, ds: &Dataset, tiles: &[u64]) -> Result<super::GpuGenome> {
+        super::GpuGenome::new(self, ds, tiles)
+    }
+    fn encode_resident(
+        &self,
+        r: &mut super::GpuGenome,
+        _ds: &Dataset,
+        plan: &BatchPlan,
+        t: usize,
+        tokens: &mut U8,
+        labels: &mut U8,
+    ) -> Result<()> {
+        r.encode(self, plan, t, tokens, labels)
     }
     fn write(&self, dst: &mut F, host: &[f32]) -> Result<()> {
         self.put(dst, host)

@@ -24,6 +24,8 @@ pub struct GpuGenome {
     tiles: Vec<u64>,
     row_bytes: usize,
     tile_size: u64,
+    /// The last batch's device slots (B,), reused while B stays the same: no allocation per step.
+    slots: Option<DevBuf<u64>>,
 }
 
 impl GpuGenome {
@@ -58,6 +60,7 @@ impl GpuGenome {
             tiles: tiles.to_vec(),
             row_bytes,
             tile_size: ds.tile_size(),
+            slots: None,
         })
     }
 
@@ -76,7 +79,7 @@ impl GpuGenome {
 
     /// Tokens (B, T) and label rows (B, row_bytes) of `plan` (its shift and RC applied to every window).
     pub fn encode(
-        &self,
+        &mut self,
         be: &CudaBackend,
         plan: &BatchPlan,
         t: usize,
@@ -92,7 +95,15 @@ impl GpuGenome {
         if nb == 0 {
             return Ok(());
         }
-        let idx = be.dev_copy(&self.slots(plan)?)?;
+        let host_slots = self.slots(plan)?;
+        let idx = match self.slots.take() {
+            Some(mut buf) if buf.len() == nb => {
+                be.put(&mut buf, &host_slots)?;
+                buf
+            }
+            _ => be.dev_copy(&host_slots)?,
+        };
+        let idx = &*self.slots.insert(idx);
         let [batch, tt, tile, shift, rb] =
             [nb as i64, t as i64, self.tile_size as i64, plan.shift as i64, self.row_bytes as i64];
         let rc = plan.rc as i32;
