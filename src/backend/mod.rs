@@ -76,6 +76,10 @@ pub trait Backend: Send + Sync {
     type Resident: Send;
 
     fn name(&self) -> &'static str;
+    /// The device in words for logs (the GPU's name, so a virtual GPU run is never mistaken for a real one).
+    fn device(&self) -> String {
+        self.name().to_string()
+    }
 
     // ---- memory ----------------------------------------------------------------------------------------------
     /// A zero-filled f32 buffer of `len` elements.

@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Timed training steps per configuration.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Batch size of the train suite (default 64; the GPU target is stated at 256).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Tiny sizes everywhere (seconds, for tests): the numbers mean nothing.
     #[arg(long)]
     pub quick: bool,
@@ -98,6 +101,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         impl crate::runtime::Job for Suites<'_> {
             type Out = Vec<(&'static str, Section)>;
             fn run<B: Backend>(self, be: &B, _comm: &dyn crate::dist::Comm) -> Result<Self::Out> {
+                eprintln!("mfd bench: backend {} on {}", be.name(), be.device());
                 let mut sections = Vec::new();
                 run_backend(be, be.name() == CpuBackend.name(), self.0, self.1, &mut sections)?;
                 Ok(sections)

@@ -26,7 +26,11 @@ use std::time::Instant;
 
 pub fn bench_train<B: Backend>(be: &B, peak: &Peak, args: &BenchArgs) -> Result<Section> {
     let ds_dir = args.work.join("dataset-tiny");
-    let (b, steps) = if args.quick { (8, 1) } else { (64, args.steps.max(1)) };
+    let (b, steps) =
+        if args.quick { (args.batch.unwrap_or(8), 1) } else { (args.batch.unwrap_or(64), args.steps.max(1)) };
+    if !(2..=1 << 16).contains(&b) {
+        return Err(MfdError::config("--batch", format!("{b} is out of range: expected 2 ..= 65536")));
+    }
     let mut rows = Vec::new();
     let mut breakdowns = String::new();
     // The two paper shapes, then the embedded default's own model (configs/default.toml: C = 30, T = 384, crop 1,

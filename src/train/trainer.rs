@@ -188,7 +188,7 @@ impl<B: Backend> Training<'_, B> {
         }
         let (cfg, t) = (self.cfg, &self.model.params.table);
         eprintln!(
-            "mfd: training C={} T={} B={} O={} on {} train / {} val tiles; {} model + {} adversary parameters; backend {}",
+            "mfd: training C={} T={} B={} O={} on {} train / {} val tiles; {} model + {} adversary parameters; backend {} ({})",
             cfg.model.c,
             cfg.model.seq_len,
             cfg.train.batch_size,
@@ -197,7 +197,8 @@ impl<B: Backend> Training<'_, B> {
             self.val_idx.len(),
             t.count(crate::model::params::Group::Model),
             t.count(crate::model::params::Group::Adversary),
-            self.be.name()
+            self.be.name(),
+            self.be.device()
         );
         if self.world > 1 {
             let mb = &self.model_buckets;

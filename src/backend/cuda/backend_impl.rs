@@ -19,6 +19,9 @@ impl Backend for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
     }
+    fn device(&self) -> String {
+        self.describe()
+    }
 
     fn alloc(&self, len: usize) -> Result<F> {
         self.zeros(len)
