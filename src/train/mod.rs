@@ -9,4 +9,5 @@ pub mod optim;
 pub mod probe;
 pub mod report;
 pub mod step_dump;
+pub mod tensorboard;
 pub mod trainer;
