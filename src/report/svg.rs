@@ -195,10 +195,17 @@ impl Series {
     }
 }
 
-/// Runs of consecutive finite points.
+/// Most points drawn per series: longer ones keep every k-th point and the last (a long run logs ~10^5 rows).
+const MAX_POINTS: usize = 2000;
+
+/// Runs of consecutive finite points, thinned to about `MAX_POINTS` in all.
 fn runs(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
+    let stride = points.len().div_ceil(MAX_POINTS).max(1);
+    let last = points.len().saturating_sub(1);
+    let points: Vec<(f64, f64)> =
+        points.iter().enumerate().filter(|(i, _)| i % stride == 0 || *i == last).map(|(_, &p)| p).collect();
     let mut out: Vec<Vec<(f64, f64)>> = vec![vec![]];
-    for &p in points {
+    for p in points {
         if p.0.is_finite() && p.1.is_finite() {
             if let Some(last) = out.last_mut() {
                 last.push(p);
@@ -339,7 +346,7 @@ pub fn category_chart(
     let named = n <= 160;
     let longest = names.iter().map(|s| short(s).chars().count()).max().unwrap_or(1) as u32;
     let w = (90 + 14 * n as u32 + LEGEND_W).clamp(W, 2600);
-    let label_h = if named { 40 + 8 * longest } else { 40 };
+    let label_h = if named { 36 + 7 * longest } else { 40 };
     let h = 260 + label_h;
     render(w, h, |root| {
         let (plot, strip) = root.split_horizontally(w - LEGEND_W);
@@ -387,9 +394,12 @@ pub fn category_chart(
             }
         }
         let mut entries = vec![];
+        // Series side by side around each category's tick, so that equal values stay visible.
+        let dodge = if series.len() > 1 { 0.5 / series.len() as f64 } else { 0.0 };
         for (k, (name, values)) in series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
-            let pts = values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| (i as f64, v));
+            let dx = dodge * (k as f64 - (series.len() as f64 - 1.0) / 2.0);
+            let pts = values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(move |(i, &v)| (i as f64 + dx, v));
             draw_marker(&mut chart, k, color, pts)?;
             entries.push((name.clone(), color, Sample::Marker(k)));
         }
@@ -432,15 +442,15 @@ pub fn heatmap(
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d(-0.5..(cols.max(1) as f64 - 0.5), -0.5..(rows.max(1) as f64 - 0.5))
+            // A reversed y range puts row 0 at the top; integer ticks fall on cell centres.
+            .build_cartesian_2d(-0.5..(cols.max(1) as f64 - 0.5), (rows.max(1) as f64 - 0.5)..-0.5)
             .map_err(err)?;
-        // Row r is drawn at y = rows - 1 - r so that row 0 is at the top; integer ticks fall on cell centres.
-        let index = |v: &f64, n: usize, flip: bool| -> String {
+        let index = |v: &f64, n: usize| -> String {
             let i = v.round();
             if (v - i).abs() > 1e-6 || i < 0.0 || i as usize >= n {
                 return String::new();
             }
-            format!("{}", if flip { n - 1 - i as usize } else { i as usize })
+            format!("{}", i as usize)
         };
         chart
             .configure_mesh()
@@ -449,8 +459,8 @@ pub fn heatmap(
             .y_desc(row_label)
             .x_labels(cols.min(16) + 1)
             .y_labels(rows.min(16) + 1)
-            .x_label_formatter(&|v| index(v, cols, false))
-            .y_label_formatter(&|v| index(v, rows, true))
+            .x_label_formatter(&|v| index(v, cols))
+            .y_label_formatter(&|v| index(v, rows))
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 15))
             .draw()
@@ -459,7 +469,7 @@ pub fn heatmap(
         chart
             .draw_series(cells.map(|(r, c)| {
                 let v = values.get(r * cols + c).copied().unwrap_or(f64::NAN);
-                let (x, y) = (c as f64, (rows - 1 - r) as f64);
+                let (x, y) = (c as f64, r as f64);
                 Rectangle::new([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)], diverging(v, lo, hi).filled())
             }))
             .map_err(err)?;
@@ -554,5 +564,9 @@ mod tests {
         assert!(["Pearson r", "-1", "0", "1"].iter().all(|x| t.iter().any(|s| s == x)), "{t:?}");
         // A short values slice draws NaN cells instead of panicking.
         assert!(heatmap("x", "r", "c", "v", 3, 3, &[0.5]).contains("<rect"));
+        // Long series are thinned, keeping their last point.
+        let long: Vec<(f64, f64)> = (0..100_000).map(|i| (i as f64, (i % 7) as f64)).collect();
+        let r = runs(&long);
+        assert!(r.len() == 1 && r[0].len() <= MAX_POINTS + 1 && r[0].last() == long.last(), "{}", r[0].len());
     }
 }
