@@ -187,7 +187,7 @@ pub fn sweep_svg(rows: &[PointResult]) -> String {
             ("R2 tech<-bio".into(), series(&|r| r.independence.r2_tech_from_bio)),
         ],
     );
-    let (w, h) = (560, 300);
+    let (w, h) = (svg::W, svg::H);
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\">{}{}</svg>\n",
         2 * h,

@@ -33,19 +33,13 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> f64 {
     u / (n_pos as f64 * n_neg as f64)
 }
 
-/// Average precision (area under the precision-recall step curve, as sklearn's average_precision_score): tied
-/// scores form one threshold. NaN when there is no positive.
-pub fn auprc(scores: &[f32], labels: &[bool]) -> f64 {
-    assert_eq!(scores.len(), labels.len(), "auprc: scores and labels differ in length");
-    let n_pos = labels.iter().filter(|&&y| y).count();
-    if n_pos == 0 {
-        return f64::NAN;
-    }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
+/// Cumulative (true positives, false positives) after each distinct score, from the highest down: tied scores form
+/// one threshold. Average precision here, and the report's ROC and PR curves, are read off it.
+pub fn threshold_counts(scores: &[f32], labels: &[bool]) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..scores.len().min(labels.len())).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let (mut tp, mut fp) = (0usize, 0usize);
-    let mut ap = 0.0;
-    let mut prev_recall = 0.0;
+    let mut out = Vec::new();
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
@@ -59,11 +53,27 @@ pub fn auprc(scores: &[f32], labels: &[bool]) -> f64 {
                 fp += 1;
             }
         }
+        out.push((tp, fp));
+        i = j + 1;
+    }
+    out
+}
+
+/// Average precision (area under the precision-recall step curve, as sklearn's average_precision_score): tied
+/// scores form one threshold. NaN when there is no positive.
+pub fn auprc(scores: &[f32], labels: &[bool]) -> f64 {
+    assert_eq!(scores.len(), labels.len(), "auprc: scores and labels differ in length");
+    let n_pos = labels.iter().filter(|&&y| y).count();
+    if n_pos == 0 {
+        return f64::NAN;
+    }
+    let mut ap = 0.0;
+    let mut prev_recall = 0.0;
+    for (tp, fp) in threshold_counts(scores, labels) {
         let recall = tp as f64 / n_pos as f64;
         let precision = tp as f64 / (tp + fp) as f64;
         ap += (recall - prev_recall) * precision;
         prev_recall = recall;
-        i = j + 1;
     }
     ap
 }

@@ -1,12 +1,12 @@
 //! Run outputs after evaluation: per-class metrics (TSV + JSON summary), disentanglement against the synthetic
 //! truth (linear-probe R^2 of each feature half to planted motif counts, GC and technical k-mers; the oracle
-//! AUROC of the generator's noise-free probabilities), and `report.html` with inline SVG plots.
+//! AUROC of the generator's noise-free probabilities), and `report.html` (laid out by `report::html`).
 
 use crate::config::Config;
 use crate::data::binfile::{write_atomic, BinFile, DType};
 use crate::data::dataset::Dataset;
 use crate::error::{IoContext, MfdError, Result};
-use crate::report::svg;
+use crate::report::html::{page, ReportInput};
 use crate::train::evaluate::EvalResult;
 use crate::train::metrics::{nan_mean, per_class};
 use crate::train::probe::{cross_correlation, probe_r2};
@@ -223,27 +223,32 @@ pub fn write_eval_outputs(out: &Path, split: &str, ds: &Dataset, res: &EvalResul
     )
 }
 
-fn read_metrics(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-fn series(rows: &[Value], kind: &str, key: &str) -> Vec<(f64, f64)> {
-    rows.iter().filter(|r| r["kind"] == kind).filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()?))).collect()
-}
-
-/// `report.html`: loss curves, per-class test AUROC, the technical x biological feature correlation heatmap and
-/// the disentanglement numbers (written to `disentanglement.json` too).
-pub fn write_report(out: &Path, cfg: &Config, ds: &Dataset, test: &EvalResult) -> Result<()> {
+/// `report.html` in the run directory `out` for the test evaluation `test` of the checkpoint `checkpoint`: loss,
+/// validation, lr and throughput curves from `out/metrics.jsonl`, `out/provenance.json`, per-class AUROC/AUPRC
+/// with ROC and PR curves, the technical x biological feature correlation heatmap and, on synthetic data, the
+/// disentanglement numbers (written to `disentanglement.json` too).
+pub fn write_report(
+    out: &Path,
+    cfg: &Config,
+    ds: &Dataset,
+    test: &EvalResult,
+    checkpoint: Option<&Path>,
+) -> Result<()> {
     let c = cfg.model.c;
-    let metrics = read_metrics(&out.join("metrics.jsonl"));
     let n = test.n;
+    if test.features.len() < n * 2 * c {
+        return Err(MfdError::other(format!(
+            "report: {} feature values for {n} tiles x 2C = {}",
+            test.features.len(),
+            n * 2 * c
+        )));
+    }
     let (mut bio, mut tech) = (vec![0f32; n * c], vec![0f32; n * c]);
     for i in 0..n {
         tech[i * c..(i + 1) * c].copy_from_slice(&test.features[i * 2 * c..i * 2 * c + c]);
         bio[i * c..(i + 1) * c].copy_from_slice(&test.features[i * 2 * c + c..(i + 1) * 2 * c]);
     }
     let corr = cross_correlation(&tech, c, &bio, c);
-    let frob = corr.iter().map(|r| r * r).sum::<f64>().sqrt();
     let dis = match truth_dir(ds) {
         Some(t) => Some(disentanglement(ds, &t, test, c)?),
         None => None,
@@ -251,90 +256,16 @@ pub fn write_report(out: &Path, cfg: &Config, ds: &Dataset, test: &EvalResult) -
     if let Some(d) = &dis {
         write_atomic(out.join("disentanglement.json"), serde_json::to_string_pretty(d).unwrap_or_default().as_bytes())?;
     }
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mfd run report</title><style>body{{font-family:sans-serif;max-width:1200px;margin:auto}}td,th{{padding:2px 10px;text-align:right}}</style></head><body><h1>mfd run report</h1>"
-    );
-    let _ = write!(
-        h,
-        "<p>C = {c}, T = {}, batch {}, lambda_indep = {}, adversary {}, {} classes. Test: {} tiles, macro AUROC <b>{:.4}</b>, macro AUPRC <b>{:.4}</b>, BCE {:.5}.</p>",
-        cfg.model.seq_len,
-        cfg.train.batch_size,
-        cfg.loss.lambda_indep,
-        if cfg.adversary.enabled { "on" } else { "off" },
-        test.auroc.len(),
-        n,
-        test.macro_auroc,
-        test.macro_auprc,
-        test.bce
-    );
-    h.push_str("<h2>Training</h2>");
-    h.push_str(&svg::line_chart(
-        "loss",
-        "step",
-        "value",
-        &[
-            ("train loss".into(), series(&metrics, "train", "loss")),
-            ("train BCE".into(), series(&metrics, "train", "bce")),
-            ("val loss".into(), series(&metrics, "val", "val_loss")),
-        ],
-    ));
-    h.push_str(&svg::line_chart(
-        "independence terms (train)",
-        "step",
-        "value",
-        &[
-            ("||R||_F".into(), series(&metrics, "train", "corr")),
-            ("R2 bio<-tech".into(), series(&metrics, "train", "r2_bio")),
-            ("R2 tech<-bio".into(), series(&metrics, "train", "r2_tech")),
-        ],
-    ));
-    h.push_str(&svg::line_chart(
-        "validation macro AUROC",
-        "step",
-        "AUROC",
-        &[("val".into(), series(&metrics, "val", "macro_auroc"))],
-    ));
-    h.push_str("<h2>Test per-class AUROC</h2>");
-    let bars: Vec<(String, f64)> = ds.manifest().classes.iter().cloned().zip(test.auroc.iter().copied()).collect();
-    h.push_str(&svg::bar_chart("test AUROC per class", "AUROC", &bars, Some((0.0, 1.0))));
-    h.push_str("<h2>Feature independence</h2>");
-    let _ = write!(
-        h,
-        "<p>Pearson correlation of technical (rows) and biological (columns) test features; ||R||_F = {frob:.3}.</p>"
-    );
-    h.push_str(&svg::heatmap("corr(tech_i, bio_j)", "technical feature", "biological feature", c, c, &corr));
-    h.push_str("<h2>Disentanglement (synthetic truth)</h2>");
-    match &dis {
-        Some(d) => {
-            let _ = write!(
-                h,
-                "<table><tr><th></th><th>biological features</th><th>technical features</th></tr>\
-                 <tr><td>probe R&sup2; to tissue program scores (mean over tissues)</td><td>{:.3}</td><td>{:.3}</td></tr>\
-                 <tr><td>probe R&sup2; to label-relevant motif counts (mean)</td><td>{:.3}</td><td>{:.3}</td></tr>\
-                 <tr><td>probe R&sup2; to all planted motif counts, decoys included (mean)</td><td>{:.3}</td><td>{:.3}</td></tr>\
-                 <tr><td>probe R&sup2; to GC</td><td>{:.3}</td><td>{:.3}</td></tr>\
-                 <tr><td>probe R&sup2; to technical k-mers (mean)</td><td>{:.3}</td><td>{:.3}</td></tr></table>\
-                 <p>Oracle macro AUROC (noise-free generator probabilities, same tiles): {:.4}; model / oracle = {:.3}.</p>",
-                d.program_r2_bio,
-                d.program_r2_tech,
-                d.motif_r2_bio,
-                d.motif_r2_tech,
-                d.motif_all_r2_bio,
-                d.motif_all_r2_tech,
-                d.gc_r2_bio,
-                d.gc_r2_tech,
-                d.kmer_r2_bio,
-                d.kmer_r2_tech,
-                d.oracle_auroc,
-                test.macro_auroc / d.oracle_auroc
-            );
-        }
-        None => h.push_str("<p>No synthetic truth beside this dataset.</p>"),
-    }
-    h.push_str("</body></html>\n");
-    write_atomic(out.join("report.html"), h.as_bytes())
+    let input = ReportInput {
+        run_dir: out,
+        cfg,
+        classes: &ds.manifest().classes,
+        test,
+        corr: &corr,
+        dis: dis.as_ref(),
+        checkpoint,
+    };
+    write_atomic(out.join("report.html"), page(&input).as_bytes())
 }
 
 #[cfg(test)]

@@ -378,7 +378,7 @@ impl<B: Backend> Training<'_, B> {
             "bce": test.bce, "macro_auroc": test.macro_auroc, "macro_auprc": test.macro_auprc,
             "checkpoint": evaluated.as_ref().map(|p| p.display().to_string())}),
         )?;
-        crate::train::report::write_report(out, cfg, &self.ds, &test)?;
+        crate::train::report::write_report(out, cfg, &self.ds, &test, evaluated.as_deref())?;
         Ok(Some(test))
     }
 }
