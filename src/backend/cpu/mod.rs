@@ -50,6 +50,9 @@ impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
     }
+    fn device(&self) -> String {
+        format!("{} rayon threads", rayon::current_num_threads())
+    }
 
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; len])
