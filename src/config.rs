@@ -171,14 +171,14 @@ fn global() -> String {
 impl Config {
     /// Parse TOML text, apply `key=value` overrides (dotted keys, TOML values; bare words become strings).
     pub fn parse(text: &str, source: &Path, overrides: &[String]) -> Result<Self> {
-        let mut doc: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, source, e))?;
+        let mut doc: toml::Table = crate::toml_load::parse(text, source)?;
         let file_doc = doc.clone();
         for o in overrides {
             apply_override(&mut doc, o)?;
         }
         let cfg: Config = match Config::deserialize(toml::Value::Table(doc)) {
             Ok(c) => c,
-            Err(e) => return Err(deserialize_error(&file_doc, source, overrides, e)),
+            Err(e) => return Err(deserialize_error(text, &file_doc, source, overrides, e)),
         };
         cfg.validate().map_err(|e| with_source(e, source, overrides))?;
         Ok(cfg)
@@ -317,13 +317,14 @@ fn with_source(e: MfdError, source: &Path, overrides: &[String]) -> MfdError {
     }
 }
 
-fn toml_error(text: &str, source: &Path, e: toml::de::Error) -> MfdError {
-    let line = e.span().map(|s| text.get(..s.start).unwrap_or(text).lines().count().max(1) as u64);
-    MfdError::input(source, line, None, e.message().to_string())
-}
-
-/// A type error blames the first `--set` override that brings it in, else the file.
-fn deserialize_error(file_doc: &toml::Table, source: &Path, overrides: &[String], e: toml::de::Error) -> MfdError {
+/// A type error blames the first `--set` override that brings it in, else the file (its line and key).
+fn deserialize_error(
+    text: &str,
+    file_doc: &toml::Table,
+    source: &Path,
+    overrides: &[String],
+    e: toml::de::Error,
+) -> MfdError {
     if Config::deserialize(toml::Value::Table(file_doc.clone())).is_ok() {
         let mut doc = file_doc.clone();
         for o in overrides {
@@ -336,7 +337,11 @@ fn deserialize_error(file_doc: &toml::Table, source: &Path, overrides: &[String]
             }
         }
     }
-    MfdError::input(source, None, None, e.message().to_string())
+    // The file alone is at fault: parse it typed to get the line and key.
+    match crate::toml_load::parse::<Config>(text, source) {
+        Err(located) => located,
+        Ok(_) => MfdError::input(source, None, None, e.message().to_string()),
+    }
 }
 
 fn apply_override(doc: &mut toml::Table, o: &str) -> Result<()> {

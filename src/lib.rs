@@ -18,6 +18,7 @@ pub mod model;
 pub mod report;
 pub mod rng;
 pub mod sweep;
+pub mod toml_load;
 pub mod train;
 
 pub use error::{MfdError, Result};

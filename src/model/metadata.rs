@@ -78,10 +78,7 @@ pub const DEFAULT_MAPPING: &str = include_str!("../../configs/metadata_mapping.t
 
 impl MappingConfig {
     pub fn parse(text: &str, source: &Path) -> Result<Self> {
-        let cfg: MappingConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1) as u64);
-            MfdError::input(source, line, None, e.message().to_string())
-        })?;
+        let cfg: MappingConfig = crate::toml_load::parse(text, source)?;
         cfg.validate(source)?;
         Ok(cfg)
     }
