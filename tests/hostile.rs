@@ -84,6 +84,11 @@ fn checkpoint_sizes_and_values_are_checked_before_use() {
     let st = setup();
     let dir = st.root.join("ck");
     std::fs::create_dir_all(&dir).unwrap();
+    // The weights file copied alone (no .optim.safetensors beside it) evaluates: only training reads the optimiser.
+    let alone = dir.join("alone.safetensors");
+    std::fs::copy(&st.ckpt, &alone).unwrap();
+    let (ok, err) = mfd(&["eval", "--checkpoint", s(&alone), "--split", "val", "--out", s(&dir)]);
+    assert!(ok, "{err}");
     // A stored config with C far beyond the bounds: refused by validate, naming the key and the checkpoint.
     let big = dir.join("big.safetensors");
     rewrite(&st.ckpt, &big, |m, _| {

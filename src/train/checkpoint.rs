@@ -324,6 +324,16 @@ fn find_optim(path: &Path, meta: &HashMap<String, String>) -> Result<Option<Path
 /// Read a checkpoint for the parameters of `table` (every tensor must be present with the same shape and finite).
 /// Optimiser state is read from the file beside it that carries the checkpoint's id.
 pub fn load(path: &Path, table: &ParamTable) -> Result<Checkpoint> {
+    load_with(path, table, true)
+}
+
+/// As `load`, without the optimiser state (evaluation and the downstream tools): a checkpoint copied without its
+/// `.optim.safetensors` still loads.
+pub fn load_weights(path: &Path, table: &ParamTable) -> Result<Checkpoint> {
+    load_with(path, table, false)
+}
+
+fn load_with(path: &Path, table: &ParamTable, optim: bool) -> Result<Checkpoint> {
     check_shapes(path, table)?;
     let bytes = std::fs::read(path).at(path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, e))?;
@@ -342,7 +352,8 @@ pub fn load(path: &Path, table: &ParamTable) -> Result<Checkpoint> {
     let config_toml = meta_get(path, &meta, "config")?.to_string();
     let val_loss = meta.get("val_loss").and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
     let (mut model_opt, mut adv_opt) = (None, None);
-    if let Some(opath) = find_optim(path, &meta)? {
+    let opath = if optim { find_optim(path, &meta)? } else { None };
+    if let Some(opath) = opath {
         let obytes = std::fs::read(&opath).at(&opath)?;
         let ost = SafeTensors::deserialize(&obytes).map_err(|e| st_err(&opath, e))?;
         let (_, omd) = SafeTensors::read_metadata(&obytes).map_err(|e| st_err(&opath, e))?;
