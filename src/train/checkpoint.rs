@@ -61,9 +61,10 @@ fn new_id(step: u64) -> String {
     format!("{step}-{nanos:x}-{}", std::process::id())
 }
 
-/// Fault injection for the crash tests (`MFD_CHECKPOINT_FAULT=N:kill` or `N:enospc`): at the N-th (1-based)
-/// file-system step of checkpoint writing in this process, abort the process (as kill -9 would: nothing is
-/// cleaned up) or fail as a full disk would (a write stops half way).
+/// Fault injection for the crash tests (`MFD_CHECKPOINT_FAULT=N:kill`, `N:stop` or `N:enospc`): at the N-th
+/// (1-based) file-system step of checkpoint writing in this process, abort the process (nothing is cleaned up),
+/// stop there (print a line and sleep until the test sends SIGKILL: a literal kill -9) or fail as a full disk
+/// would (a write stops half way).
 fn fault(step: &str, path: &Path) -> Result<Option<()>> {
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let Ok(v) = std::env::var("MFD_CHECKPOINT_FAULT") else { return Ok(None) };
@@ -75,6 +76,12 @@ fn fault(step: &str, path: &Path) -> Result<Option<()>> {
     if kind == "kill" {
         eprintln!("mfd: MFD_CHECKPOINT_FAULT: killed at step {n} ({step} {})", path.display());
         std::process::abort();
+    }
+    if kind == "stop" {
+        eprintln!("mfd: MFD_CHECKPOINT_FAULT: stopped at step {n} ({step} {})", path.display());
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
     }
     Ok(Some(()))
 }
