@@ -69,12 +69,7 @@ fn key_at(text: &str, at: usize) -> Option<String> {
 
 /// At most `MAX_MESSAGE` characters of `msg`, on one line.
 fn clip(msg: &str) -> String {
-    let one_line = msg.trim().replace('\n', "; ");
-    if one_line.chars().count() <= MAX_MESSAGE {
-        return one_line;
-    }
-    let head: String = one_line.chars().take(MAX_MESSAGE).collect();
-    format!("{head}... ({} characters)", one_line.chars().count())
+    crate::error::clip(&msg.trim().replace('\n', "; "), MAX_MESSAGE)
 }
 
 #[cfg(test)]

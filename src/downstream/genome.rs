@@ -49,10 +49,9 @@ impl IndexedFasta {
 
     /// Upper-case letters of [start, end) of `contig` (0-based), 'N' outside the contig.
     pub fn fetch_letters(&self, contig: &str, start: i64, end: i64) -> Result<Vec<u8>> {
-        let e = self
-            .contigs
-            .get(contig)
-            .ok_or_else(|| MfdError::input(&self.path, None, Some("contig"), format!("no contig '{contig}'")))?;
+        let e = self.contigs.get(contig).ok_or_else(|| {
+            MfdError::input(&self.path, None, Some("contig"), format!("no contig '{}'", crate::error::short(contig)))
+        })?;
         let n = (end - start).max(0) as usize;
         let mut out = vec![b'N'; n];
         let lo = start.clamp(0, e.length as i64) as u64;
@@ -225,10 +224,9 @@ pub fn read_bed(path: &Path) -> Result<Vec<Region>> {
             return Err(MfdError::input(path, ln, None, format!("{} columns, BED needs >= 3", cols.len())));
         }
         let num = |k: usize, f: &str| -> Result<u64> {
-            cols[k]
-                .trim()
-                .parse()
-                .map_err(|_| MfdError::input(path, ln, Some(f), format!("not an integer: '{}'", cols[k])))
+            cols[k].trim().parse().map_err(|_| {
+                MfdError::input(path, ln, Some(f), format!("not an integer: '{}'", crate::error::short(cols[k])))
+            })
         };
         let (start, end) = (num(1, "start")?, num(2, "end")?);
         if end <= start {

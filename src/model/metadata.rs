@@ -199,7 +199,7 @@ impl MetadataTable {
                     path,
                     Some(i as u64 + 2),
                     Some(&header[0]),
-                    format!("'{}' where class {i} is '{class}'", row[0]),
+                    format!("'{}' where class {i} is '{}'", crate::error::short(&row[0]), crate::error::short(class)),
                 ));
             }
         }
@@ -235,7 +235,7 @@ impl MetadataTable {
                             &self.source,
                             Some(i as u64 + 2),
                             Some(name),
-                            format!("'{s}' is not a date (YYYY or YYYY-MM-DD)"),
+                            format!("'{}' is not a date (YYYY or YYYY-MM-DD)", crate::error::short(s)),
                         )
                     })?);
                 }
@@ -252,7 +252,8 @@ impl MetadataTable {
                             Some(i as u64 + 2),
                             Some(name),
                             format!(
-                                "'{s}' is not a finite number (numeric metadata used by the model may not be missing)"
+                                "'{}' is not a finite number (numeric metadata used by the model may not be missing)",
+                                crate::error::short(s)
                             ),
                         )
                     })?;
