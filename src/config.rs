@@ -345,7 +345,8 @@ fn deserialize_error(
 }
 
 fn apply_override(doc: &mut toml::Table, o: &str) -> Result<()> {
-    let (key, raw) = o.split_once('=').ok_or_else(|| MfdError::config(o, "override must be key=value"))?;
+    let (key, raw) =
+        o.split_once('=').ok_or_else(|| MfdError::config(o, format!("expected KEY=VALUE (from --set {o})")))?;
     let key = key.trim();
     let raw = raw.trim();
     let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
@@ -359,7 +360,7 @@ fn apply_override(doc: &mut toml::Table, o: &str) -> Result<()> {
             .entry(p.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
-            .ok_or_else(|| MfdError::config(key, format!("'{p}' is not a table")))?;
+            .ok_or_else(|| MfdError::config(key, format!("'{p}' is not a table (from --set {o})")))?;
     }
     table.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
@@ -408,6 +409,11 @@ mod tests {
         // Each size in range, their product (one activation) not.
         let e = Config::load(None, &["model.c=4096".into(), "train.batch_size=65536".into()]).unwrap_err().to_string();
         assert!(e.contains("train.batch_size") && e.contains("more than 2^33"), "{e}");
+        // An override that is not KEY=VALUE, or that descends into a value, names itself.
+        let e = Config::load(None, &["model.c.x=1".into()]).unwrap_err().to_string();
+        assert!(e.contains("model.c.x") && e.contains("(from --set model.c.x=1)"), "{e}");
+        let e = Config::load(None, &["model.c".into()]).unwrap_err().to_string();
+        assert!(e.contains("expected KEY=VALUE (from --set model.c)"), "{e}");
         // A type error blames the override, not the file.
         let e = Config::load(None, &["train.epochs=\"many\"".into()]).unwrap_err().to_string();
         assert!(e.contains("train.epochs") && e.contains("--set") && !e.contains("default.toml"), "{e}");
