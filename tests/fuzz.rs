@@ -198,9 +198,10 @@ fn trained() -> Trained {
     Trained { root, ckpt }
 }
 
-/// Checkpoint (safetensors bytes and the TOML config inside it), dataset (manifest and shards) and VCF inputs.
+/// Checkpoint (safetensors bytes and the TOML config inside it), dataset (manifest and shards), VCF and BED inputs,
+/// and an indexed FASTA with its .fai as vep, embed and attribute read them.
 #[test]
-fn model_inputs_safetensors_config_manifest_shard_and_vcf() {
+fn model_inputs_safetensors_config_manifest_shard_vcf_bed_and_indexed_fasta() {
     let t = trained();
     let limit = Duration::from_secs(60);
     let ds = t.root.join("data/dataset");
@@ -261,6 +262,19 @@ fn model_inputs_safetensors_config_manifest_shard_and_vcf() {
     let embed = model_tool("embed", &t.ckpt, ("--bed", &bed), ("--genome", &fasta), &t.root.join("emb"));
     let embed = refs(&embed);
     n += fuzz_file(&bed, 40, &embed, limit, None);
+    // An indexed FASTA and its .fai as the downstream tools read them (random access, not prepare's stream).
+    let small = t.root.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let fa = small.join("g.fa");
+    let seq: String = (0..40).map(|i| format!("{}\n", &"ACGTTGCAAC".repeat(7)[i % 10..i % 10 + 60])).collect();
+    std::fs::write(&fa, format!(">chr1 small\n{seq}")).unwrap();
+    std::fs::write(small.join("g.fa.fai"), "chr1\t2400\t12\t60\t61\n").unwrap();
+    std::fs::write(&bed, "chr1\t100\t300\ta\nchr1\t2000\t2400\tb\n").unwrap();
+    let embed = model_tool("embed", &t.ckpt, ("--bed", &bed), ("--genome", &fa), &small.join("emb"));
+    let embed = refs(&embed);
+    mfd_ok(&embed);
+    n += fuzz_file(&fa, 41, &embed, limit, None);
+    n += fuzz_file(&small.join("g.fa.fai"), 42, &embed, limit, None);
     assert!(n > 100, "{n} cases");
 }
 

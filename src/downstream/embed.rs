@@ -143,7 +143,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
                     bed,
                     None,
                     Some("chrom"),
-                    format!("'{}' is not in the genome", crate::error::short(&r.chrom)),
+                    format!("'{}' is not in the genome ({})", crate::error::short(&r.chrom), genome.contig_list()),
                 ));
             }
             let centre = (r.start + r.end) / 2;

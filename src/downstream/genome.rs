@@ -33,6 +33,9 @@ impl IndexedFasta {
             return Err(MfdError::input(path, None, None, "no .fai index beside it; HINT: run `samtools faidx` on it"));
         }
         let entries = read_fai(&fai)?;
+        if entries.is_empty() {
+            return Err(MfdError::input(&fai, None, None, "no contigs (an empty index); HINT: run `samtools faidx`"));
+        }
         let file = File::open(path).at(path)?;
         let size = file.metadata().at(path)?.len();
         for (ln, e) in &entries {
@@ -189,6 +192,14 @@ impl Genome {
     /// Base codes (A, C, G, T = 0..3, anything else 4) of [start, end) of `contig`.
     pub fn fetch_codes(&self, contig: &str, start: i64, end: i64) -> Result<Vec<u8>> {
         Ok(self.fetch_letters(contig, start, end)?.into_iter().map(code).collect())
+    }
+
+    /// Where the contig names come from (the .fai, or the dataset's manifest), for messages.
+    pub fn contig_list(&self) -> String {
+        match self {
+            Genome::Fasta(f) => sibling(&f.path, ".fai").display().to_string(),
+            Genome::Dataset(ds) => ds.dir().join(crate::data::manifest::MANIFEST_FILE).display().to_string(),
+        }
     }
 
     /// Length of `contig`, if present.

@@ -152,7 +152,7 @@ pub fn classify(
                 elements_bed,
                 None,
                 Some("chrom"),
-                format!("'{}' is not in the dataset", crate::error::short(&e.chrom)),
+                format!("'{}' is not in the dataset ({})", crate::error::short(&e.chrom), genome.contig_list()),
             ));
         }
         let ws = ((e.start + e.end) / 2) as i64 - p.centre_offset(t) as i64;
