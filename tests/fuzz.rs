@@ -1,7 +1,7 @@
 //! Fuzz-style robustness (issue 22): truncated, bit-flipped and random variants of every input kind are fed to the
 //! command that reads it, and each run must end in a clean error (exit 1) or a success (exit 0) within a time
 //! bound: never a panic (exit 101), an abort or a signal; an error line is short and names the damaged file.
-//! Seeded, so a failure reproduces; about 25 s.
+//! Seeded, so a failure reproduces; about 25-40 s on 2 cores.
 
 mod common;
 
