@@ -7,7 +7,7 @@
 //! region itself is written too, for GC-regressed enhancer baselines.
 
 use crate::data::binfile::write_atomic;
-use crate::downstream::genome::{read_bed, read_fasta_records, Genome, IndexedFasta};
+use crate::downstream::genome::{read_fasta_records, Genome, IndexedFasta};
 use crate::downstream::model::Inference;
 use crate::downstream::seq::{code, gc_fraction, mean_groups, push_passes, Passes};
 use crate::error::{IoContext, MfdError, Result};
@@ -137,15 +137,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
                 Genome::Dataset(Box::new(crate::data::dataset::Dataset::open(&dir)?))
             }
         };
-        for r in read_bed(bed)? {
-            if genome.contig_len(&r.chrom).is_none() {
-                return Err(MfdError::input(
-                    bed,
-                    None,
-                    Some("chrom"),
-                    format!("'{}' is not in the genome ({})", crate::error::short(&r.chrom), genome.contig_list()),
-                ));
-            }
+        for r in genome.read_regions(bed)? {
             let centre = (r.start + r.end) / 2;
             let ws = centre as i64 - p.centre_offset(t) as i64;
             windows.push(genome.fetch_codes(&r.chrom, ws, ws + p.window_len(t) as i64)?);

@@ -202,6 +202,16 @@ impl Genome {
         }
     }
 
+    /// The regions of `bed`, each on a contig of this genome (else an error naming the BED line).
+    pub fn read_regions(&self, bed: &Path) -> Result<Vec<Region>> {
+        let regions = read_bed(bed)?;
+        if let Some(r) = regions.iter().find(|r| self.contig_len(&r.chrom).is_none()) {
+            let msg = format!("'{}' is not in the genome ({})", crate::error::short(&r.chrom), self.contig_list());
+            return Err(MfdError::input(bed, Some(r.line), Some("chrom"), msg));
+        }
+        Ok(regions)
+    }
+
     /// Length of `contig`, if present.
     pub fn contig_len(&self, contig: &str) -> Option<u64> {
         match self {
@@ -218,6 +228,8 @@ pub struct Region {
     pub start: u64,
     pub end: u64,
     pub name: String,
+    /// 1-based line in the BED.
+    pub line: u64,
 }
 
 /// Read BED regions (>= 3 columns; `track`, `browser` and `#` lines skipped).
@@ -247,7 +259,7 @@ pub fn read_bed(path: &Path) -> Result<Vec<Region>> {
             Some(n) if !n.is_empty() && *n != "." => n.to_string(),
             _ => format!("{}:{start}-{end}", cols[0]),
         };
-        out.push(Region { chrom: cols[0].to_string(), start, end, name });
+        out.push(Region { chrom: cols[0].to_string(), start, end, name, line: i as u64 + 1 });
     }
     Ok(out)
 }
@@ -327,7 +339,7 @@ mod tests {
         let bed = dir.path().join("r.bed");
         std::fs::write(&bed, "track x\nchr1\t10\t20\tel1\nchr2\t5\t9\n").unwrap();
         let r = read_bed(&bed).unwrap();
-        assert_eq!(r[0], Region { chrom: "chr1".into(), start: 10, end: 20, name: "el1".into() });
+        assert_eq!(r[0], Region { chrom: "chr1".into(), start: 10, end: 20, name: "el1".into(), line: 2 });
         assert_eq!(r[1].name, "chr2:5-9");
         std::fs::write(&bed, "chr1\t10\tx\n").unwrap();
         let e = read_bed(&bed).unwrap_err().to_string();
