@@ -225,14 +225,14 @@ impl std::fmt::Display for BatchStats {
 impl Config {
     /// Parse TOML text, apply `key=value` overrides (dotted keys, TOML values; bare words become strings).
     pub fn parse(text: &str, source: &Path, overrides: &[String]) -> Result<Self> {
-        let mut doc: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, source, e))?;
+        let mut doc: toml::Table = crate::toml_load::parse(text, source)?;
         let file_doc = doc.clone();
         for o in overrides {
             apply_override(&mut doc, o)?;
         }
         let cfg: Config = match Config::deserialize(toml::Value::Table(doc)) {
             Ok(c) => c,
-            Err(e) => return Err(deserialize_error(&file_doc, source, overrides, e)),
+            Err(e) => return Err(deserialize_error(text, &file_doc, source, overrides, e)),
         };
         cfg.validate().map_err(|e| with_source(e, source, overrides))?;
         Ok(cfg)
@@ -367,13 +367,14 @@ fn with_source(e: MfdError, source: &Path, overrides: &[String]) -> MfdError {
     }
 }
 
-fn toml_error(text: &str, source: &Path, e: toml::de::Error) -> MfdError {
-    let line = e.span().map(|s| text.get(..s.start).unwrap_or(text).lines().count().max(1) as u64);
-    MfdError::input(source, line, None, e.message().to_string())
-}
-
-/// A type error blames the first `--set` override that brings it in, else the file.
-fn deserialize_error(file_doc: &toml::Table, source: &Path, overrides: &[String], e: toml::de::Error) -> MfdError {
+/// A type error blames the first `--set` override that brings it in, else the file (its line and key).
+fn deserialize_error(
+    text: &str,
+    file_doc: &toml::Table,
+    source: &Path,
+    overrides: &[String],
+    e: toml::de::Error,
+) -> MfdError {
     if Config::deserialize(toml::Value::Table(file_doc.clone())).is_ok() {
         let mut doc = file_doc.clone();
         for o in overrides {
@@ -386,11 +387,16 @@ fn deserialize_error(file_doc: &toml::Table, source: &Path, overrides: &[String]
             }
         }
     }
-    MfdError::input(source, None, None, e.message().to_string())
+    // The file alone is at fault: parse it typed to get the line and key.
+    match crate::toml_load::parse::<Config>(text, source) {
+        Err(located) => located,
+        Ok(_) => MfdError::input(source, None, None, e.message().to_string()),
+    }
 }
 
 fn apply_override(doc: &mut toml::Table, o: &str) -> Result<()> {
-    let (key, raw) = o.split_once('=').ok_or_else(|| MfdError::config(o, "override must be key=value"))?;
+    let (key, raw) =
+        o.split_once('=').ok_or_else(|| MfdError::config(o, format!("expected KEY=VALUE (from --set {o})")))?;
     let key = key.trim();
     let raw = raw.trim();
     let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
@@ -404,7 +410,7 @@ fn apply_override(doc: &mut toml::Table, o: &str) -> Result<()> {
             .entry(p.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
-            .ok_or_else(|| MfdError::config(key, format!("'{p}' is not a table")))?;
+            .ok_or_else(|| MfdError::config(key, format!("'{p}' is not a table (from --set {o})")))?;
     }
     table.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
@@ -453,6 +459,11 @@ mod tests {
         // Each size in range, their product (one activation) not.
         let e = Config::load(None, &["model.c=4096".into(), "train.batch_size=65536".into()]).unwrap_err().to_string();
         assert!(e.contains("train.batch_size") && e.contains("more than 2^33"), "{e}");
+        // An override that is not KEY=VALUE, or that descends into a value, names itself.
+        let e = Config::load(None, &["model.c.x=1".into()]).unwrap_err().to_string();
+        assert!(e.contains("model.c.x") && e.contains("(from --set model.c.x=1)"), "{e}");
+        let e = Config::load(None, &["model.c".into()]).unwrap_err().to_string();
+        assert!(e.contains("expected KEY=VALUE (from --set model.c)"), "{e}");
         // A type error blames the override, not the file.
         let e = Config::load(None, &["train.epochs=\"many\"".into()]).unwrap_err().to_string();
         assert!(e.contains("train.epochs") && e.contains("--set") && !e.contains("default.toml"), "{e}");

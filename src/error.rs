@@ -21,7 +21,7 @@ impl fmt::Display for Location {
             write!(f, ":{line}")?;
         }
         if let Some(field) = &self.field {
-            write!(f, " [field {field}]")?;
+            write!(f, " [field {}]", short(field))?;
         }
         Ok(())
     }
@@ -75,6 +75,19 @@ impl MfdError {
     }
 }
 
+/// An offending value as an error message shows it: at most 60 characters, the length said when cut.
+pub fn short(s: &str) -> String {
+    clip(s, 60)
+}
+
+/// At most `max` characters of `s`, the length said when cut (so an echoed input never floods the error line).
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    format!("{}... ({} characters)", s.chars().take(max).collect::<String>(), s.chars().count())
+}
+
 /// Attach a path to a `std::io::Result`.
 pub trait IoContext<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T>;
@@ -83,5 +96,19 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| MfdError::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_values_and_fields_are_clipped() {
+        assert_eq!(short("abc"), "abc");
+        let s = short(&"é".repeat(1000));
+        assert!(s.starts_with(&"é".repeat(60)) && s.ends_with("... (1000 characters)"), "{s}");
+        let e = MfdError::input("f.tsv", Some(3), Some(&"h".repeat(5000)), "not a number").to_string();
+        assert!(e.starts_with("f.tsv:3 [field hhh") && e.len() < 120, "{e}");
     }
 }

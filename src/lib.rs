@@ -19,6 +19,7 @@ pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod sweep;
+pub mod toml_load;
 pub mod train;
 
 pub use error::{MfdError, Result};

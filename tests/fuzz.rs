@@ -1,9 +1,11 @@
 //! Fuzz-style robustness (issue 22): truncated, bit-flipped and random variants of every input kind are fed to the
 //! command that reads it, and each run must end in a clean error (exit 1) or a success (exit 0) within a time
-//! bound: never a panic (exit 101), an abort or a signal. Seeded, so a failure reproduces; about a minute.
+//! bound: never a panic (exit 101), an abort or a signal; an error line is short and names the damaged file.
+//! Seeded, so a failure reproduces; about 25-40 s on 2 cores.
 
 mod common;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,10 +77,12 @@ fn variants(orig: &[u8], seed: u64) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Run `mfd` with `args`; exit 0 or 1 within `limit`, else the test fails naming `what`.
-fn run_bounded(args: &[&std::ffi::OsStr], what: &str, limit: Duration) {
+/// Run `mfd` with `args` in `cwd` (a damaged path may turn relative); exit 0 or 1 within `limit`, else the test
+/// fails naming `what`. An error line must name `names` (the damaged file) when given.
+fn run_bounded(args: &[&std::ffi::OsStr], cwd: &Path, what: &str, limit: Duration, names: Option<&str>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mfd"))
         .args(args)
+        .current_dir(cwd)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -106,16 +110,24 @@ fn run_bounded(args: &[&std::ffi::OsStr], what: &str, limit: Duration) {
     if code == Some(1) {
         let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or("");
         assert!(!line.is_empty() && line.len() <= 700, "{what}: error line of {} chars:\n{err}", line.len());
+        if let Some(n) = names {
+            assert!(line.contains(n), "{what}: the error does not name {n}:\n{line}");
+        }
     }
 }
 
-/// Replace `path` by each variant of its content, run `args`, restore it.
-fn fuzz_file(path: &Path, seed: u64, args: &[&std::ffi::OsStr], limit: Duration) -> usize {
+/// Replace `path` by each variant of its content, run `args` (after removing the directory `clean`, the output of
+/// the previous run), restore it.
+fn fuzz_file(path: &Path, seed: u64, args: &[&std::ffi::OsStr], limit: Duration, clean: Option<&Path>) -> usize {
     let orig = std::fs::read(path).unwrap();
     let vs = variants(&orig, seed);
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
     for (what, bytes) in &vs {
         std::fs::write(path, bytes).unwrap();
-        run_bounded(args, &format!("{}: {what}", path.display()), limit);
+        if let Some(d) = clean {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        run_bounded(args, path.parent().unwrap(), &format!("{}: {what}", path.display()), limit, Some(&name));
     }
     std::fs::write(path, &orig).unwrap();
     vs.len()
@@ -156,10 +168,23 @@ fn prepare_inputs_fasta_fai_peaks_metadata_and_config() {
         if !p.exists() {
             continue;
         }
-        n += fuzz_file(&p, 1000 + i as u64, &args, limit);
+        n += fuzz_file(&p, 1000 + i as u64, &args, limit, Some(&fx.out));
         let _ = std::fs::remove_dir_all(&fx.out);
     }
-    n += fuzz_file(&cfg, 7, &args, limit);
+    n += fuzz_file(&cfg, 7, &args, limit, Some(&fx.out));
+    // bgzip FASTA with its .fai and .gzi (prepare streams the whole file; the .gzi must exist but is not read).
+    let gz = fx.path("genome.fa.gz");
+    std::fs::write(&gz, common::bgzip(&common::fasta_text(60))).unwrap();
+    std::fs::copy(fx.path("genome.fa.fai"), fx.path("genome.fa.gz.fai")).unwrap();
+    std::fs::write(fx.path("genome.fa.gz.gzi"), 0u64.to_le_bytes()).unwrap();
+    let mut bgz = args.clone();
+    bgz[2] = gz.as_os_str();
+    run_bounded(&bgz, fx.dir.path(), "bgzip FASTA", limit, None);
+    let _ = std::fs::remove_dir_all(&fx.out);
+    for (i, f) in ["genome.fa.gz", "genome.fa.gz.fai", "genome.fa.gz.gzi"].iter().enumerate() {
+        n += fuzz_file(&fx.path(f), 1100 + i as u64, &bgz, limit, Some(&fx.out));
+        let _ = std::fs::remove_dir_all(&fx.out);
+    }
     assert!(n > 100, "{n} cases");
 }
 
@@ -173,9 +198,10 @@ fn trained() -> Trained {
     Trained { root, ckpt }
 }
 
-/// Checkpoint (safetensors bytes and the TOML config inside it), dataset (manifest and shards) and VCF inputs.
+/// Checkpoint (safetensors bytes and the TOML config inside it), dataset (manifest and shards), VCF and BED inputs,
+/// and an indexed FASTA with its .fai as vep, embed and attribute read them.
 #[test]
-fn model_inputs_safetensors_config_manifest_shard_and_vcf() {
+fn model_inputs_safetensors_config_manifest_shard_vcf_bed_and_indexed_fasta() {
     let t = trained();
     let limit = Duration::from_secs(60);
     let ds = t.root.join("data/dataset");
@@ -184,7 +210,7 @@ fn model_inputs_safetensors_config_manifest_shard_and_vcf() {
     std::fs::copy(&t.ckpt, &ck).unwrap();
     let eval: Vec<&std::ffi::OsStr> =
         vec![os("eval"), os("--checkpoint"), ck.as_os_str(), os("--split"), os("val"), os("--out"), t.root.as_os_str()];
-    let mut n = fuzz_file(&ck, 11, &eval, limit);
+    let mut n = fuzz_file(&ck, 11, &eval, limit, None);
     // The TOML config stored in the checkpoint.
     let bytes = std::fs::read(&t.ckpt).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -197,7 +223,8 @@ fn model_inputs_safetensors_config_manifest_shard_and_vcf() {
         let views: Vec<(String, safetensors::tensor::TensorView)> =
             names.iter().map(|name| (name.clone(), st.tensor(name).unwrap())).collect();
         std::fs::write(&ck, safetensors::serialize(views, Some(m)).unwrap()).unwrap();
-        run_bounded(&eval, &format!("stored config: {what}"), limit);
+        // Not required to name the checkpoint: a damaged dataset path in it is named itself.
+        run_bounded(&eval, &t.root, &format!("stored config: {what}"), limit, None);
         n += 1;
     }
     std::fs::copy(&t.ckpt, &ck).unwrap();
@@ -220,51 +247,164 @@ fn model_inputs_safetensors_config_manifest_shard_and_vcf() {
         t.root.as_os_str(),
     ];
     for (i, f) in ["manifest.toml", "tiles-00000.bin", "labels-00000.bin", "metadata.tsv"].iter().enumerate() {
-        n += fuzz_file(&copy.join(f), 20 + i as u64, &eval_ds, limit);
+        n += fuzz_file(&copy.join(f), 20 + i as u64, &eval_ds, limit, None);
     }
     // VCF, read by vep against the synthetic genome.
-    let synth = t.root.join("data/synth");
-    let vcf_src = std::fs::read_to_string(synth.join("variants.vcf")).unwrap();
-    let vcf = t.root.join("v.vcf");
-    let head: String = vcf_src.lines().take(60).map(|l| format!("{l}\n")).collect();
-    std::fs::write(&vcf, head).unwrap();
-    let out = t.root.join("vep.tsv");
-    let fasta = synth.join("genome.fa");
-    let vep: Vec<&std::ffi::OsStr> = vec![
-        os("vep"),
-        os("--checkpoint"),
-        t.ckpt.as_os_str(),
-        os("--vcf"),
-        vcf.as_os_str(),
-        os("--fasta"),
-        fasta.as_os_str(),
-        os("--out"),
-        out.as_os_str(),
-        os("--shifts"),
-        os("1"),
-        os("--forward-only"),
-    ];
-    let (ok, _) = (std::process::Command::new(env!("CARGO_BIN_EXE_mfd")).args(&vep).status().unwrap().success(), ());
-    assert!(ok, "vep on the unchanged VCF failed");
-    n += fuzz_file(&vcf, 30, &vep, limit);
+    let fasta = t.root.join("data/synth/genome.fa");
+    let vcf = vcf_head(&t, "v.vcf");
+    let vep = model_tool("vep", &t.ckpt, ("--vcf", &vcf), ("--fasta", &fasta), &t.root.join("vep.tsv"));
+    let vep = refs(&vep);
+    mfd_ok(&vep);
+    n += fuzz_file(&vcf, 30, &vep, limit, None);
     assert!(!t.root.join("vep.tsv.tmp").exists());
     // BED regions, read by embed against the same genome.
     let bed = t.root.join("r.bed");
     std::fs::write(&bed, "chr1\t1000\t1200\tr1\nchr1\t5000\t5100\tr2\nchr2\t300\t400\n").unwrap();
-    let emb = t.root.join("emb");
-    let embed: Vec<&std::ffi::OsStr> = vec![
-        os("embed"),
-        os("--checkpoint"),
-        t.ckpt.as_os_str(),
-        os("--bed"),
-        bed.as_os_str(),
-        os("--genome"),
-        fasta.as_os_str(),
-        os("--out"),
-        emb.as_os_str(),
-        os("--shifts"),
-        os("1"),
-    ];
-    n += fuzz_file(&bed, 40, &embed, limit);
+    let embed = model_tool("embed", &t.ckpt, ("--bed", &bed), ("--genome", &fasta), &t.root.join("emb"));
+    let embed = refs(&embed);
+    n += fuzz_file(&bed, 40, &embed, limit, None);
+    // An indexed FASTA and its .fai as the downstream tools read them (random access, not prepare's stream).
+    let small = t.root.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let fa = small.join("g.fa");
+    let seq: String = (0..40).map(|i| format!("{}\n", &"ACGTTGCAAC".repeat(7)[i % 10..i % 10 + 60])).collect();
+    std::fs::write(&fa, format!(">chr1 small\n{seq}")).unwrap();
+    std::fs::write(small.join("g.fa.fai"), "chr1\t2400\t12\t60\t61\n").unwrap();
+    std::fs::write(&bed, "chr1\t100\t300\ta\nchr1\t2000\t2400\tb\n").unwrap();
+    let embed = model_tool("embed", &t.ckpt, ("--bed", &bed), ("--genome", &fa), &small.join("emb"));
+    let embed = refs(&embed);
+    mfd_ok(&embed);
+    n += fuzz_file(&fa, 41, &embed, limit, None);
+    n += fuzz_file(&small.join("g.fa.fai"), 42, &embed, limit, None);
     assert!(n > 100, "{n} cases");
+}
+
+/// The first 60 lines of the synthetic VCF, as `name` in the run's root.
+fn vcf_head(t: &Trained, name: &str) -> PathBuf {
+    let src = std::fs::read_to_string(t.root.join("data/synth/variants.vcf")).unwrap();
+    let vcf = t.root.join(name);
+    std::fs::write(&vcf, src.lines().take(60).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    vcf
+}
+
+/// `mfd CMD --checkpoint CK INPUT GENOME --out OUT` with one forward pass per window (vep, embed).
+fn model_tool(cmd: &str, ck: &Path, input: (&str, &Path), genome: (&str, &Path), out: &Path) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![cmd.into(), "--checkpoint".into(), ck.into()];
+    for (flag, p) in [input, genome, ("--out", out)] {
+        v.extend([flag.into(), p.into()]);
+    }
+    v.extend(["--shifts", "1", "--forward-only"].map(OsString::from));
+    v
+}
+
+fn refs(v: &[OsString]) -> Vec<&std::ffi::OsStr> {
+    v.iter().map(OsString::as_os_str).collect()
+}
+
+fn mfd_ok(args: &[&std::ffi::OsStr]) {
+    let o = Command::new(env!("CARGO_BIN_EXE_mfd")).args(args).output().unwrap();
+    assert!(o.status.success(), "mfd {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The downstream tables (enrich: VEP TSV and labels; enhancer: embedding and labels), the step-dump batch, the
+/// metadata-mapping TOML named by a checkpoint's config and the sweep TOML.
+#[test]
+fn downstream_inputs_step_batch_mapping_and_sweep_toml() {
+    let t = trained();
+    let limit = Duration::from_secs(60);
+    let synth = t.root.join("data/synth");
+    let fasta = synth.join("genome.fa");
+    let mut n = 0;
+    // Step-dump batch (safetensors), drawn from the validation split.
+    let batch = t.root.join("batch.safetensors");
+    let dump = t.root.join("dump.safetensors");
+    let ck = t.ckpt.as_os_str();
+    let make = [os("--make-batch"), os("--n"), os("4"), os("--split"), os("val"), os("--out"), batch.as_os_str()];
+    mfd_ok(&[&[os("step-dump"), os("--checkpoint"), ck][..], &make].concat());
+    let sd: Vec<&std::ffi::OsStr> =
+        vec![os("step-dump"), os("--checkpoint"), ck, os("--batch"), batch.as_os_str(), os("--out"), dump.as_os_str()];
+    n += fuzz_file(&batch, 50, &sd, limit, None);
+    // enrich: a VEP table of the first variants and a labels table.
+    let vcf = vcf_head(&t, "e.vcf");
+    let vep_out = t.root.join("e-vep.tsv");
+    let vep = model_tool("vep", &t.ckpt, ("--vcf", &vcf), ("--fasta", &fasta), &vep_out);
+    mfd_ok(&refs(&vep));
+    let vep_text = std::fs::read_to_string(&vep_out).unwrap();
+    let mut labels = String::from("chrom\tpos\tref\talt\tlabel\n");
+    let head: Vec<&str> = vep_text.lines().next().unwrap().split('\t').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    let (c0, c1, c2, c3) = (col("chrom"), col("pos"), col("ref"), col("alt"));
+    for (i, l) in vep_text.lines().skip(1).enumerate() {
+        let f: Vec<&str> = l.split('\t').collect();
+        labels.push_str(&format!("{}\t{}\t{}\t{}\t{}\n", f[c0], f[c1], f[c2], f[c3], i % 2));
+    }
+    let lab = t.root.join("e-labels.tsv");
+    std::fs::write(&lab, labels).unwrap();
+    let enr = t.root.join("enrich");
+    let enrich = [os("enrich"), os("--vep"), vep_out.as_os_str(), os("--labels"), lab.as_os_str(), os("--out")];
+    let enrich = [&enrich[..], &[enr.as_os_str()]].concat();
+    mfd_ok(&enrich);
+    n += fuzz_file(&vep_out, 60, &enrich, limit, None);
+    n += fuzz_file(&lab, 61, &enrich, limit, None);
+    // enhancer: the embedding of 24 named regions and a 0/1 labels table.
+    let bed = t.root.join("enh.bed");
+    let mut bed_text = String::new();
+    let mut enh_labels = String::from("name\tactive\tother\n");
+    for i in 0..24 {
+        bed_text.push_str(&format!("chr1\t{}\t{}\tel{i}\n", 1000 + 500 * i, 1200 + 500 * i));
+        enh_labels.push_str(&format!("el{i}\t{}\t{}\n", i % 2, if i % 3 == 0 { "NA" } else { "1" }));
+    }
+    std::fs::write(&bed, bed_text).unwrap();
+    let emb = t.root.join("enh-emb");
+    let embed = model_tool("embed", &t.ckpt, ("--bed", &bed), ("--genome", &fasta), &emb);
+    mfd_ok(&refs(&embed));
+    let features = t.root.join("enh-emb.safetensors");
+    let enh_lab = t.root.join("enh-labels.tsv");
+    std::fs::write(&enh_lab, enh_labels).unwrap();
+    let enh_out = t.root.join("enh.tsv");
+    let mut enhancer =
+        vec![os("enhancer"), os("--features"), features.as_os_str(), os("--labels"), enh_lab.as_os_str()];
+    enhancer.extend([os("--out"), enh_out.as_os_str(), os("--penalties"), os("l2"), os("--folds"), os("2")]);
+    mfd_ok(&enhancer);
+    n += fuzz_file(&features, 70, &enhancer, limit, None);
+    n += fuzz_file(&enh_lab, 71, &enhancer, limit, None);
+    // The metadata-mapping TOML, named by the stored config of a checkpoint and read by eval.
+    let mapping = t.root.join("mapping.toml");
+    std::fs::write(&mapping, include_str!("../configs/metadata_mapping.toml")).unwrap();
+    let mck = t.root.join("mapping-ck.safetensors");
+    let bytes = std::fs::read(&t.ckpt).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = md.metadata().clone().unwrap();
+    let line = format!("[data]\nmetadata_mapping = {}\n", toml::Value::String(mapping.to_string_lossy().into_owned()));
+    assert!(meta["config"].contains("[data]\n"));
+    let cfg = meta["config"].replacen("[data]\n", &line, 1);
+    meta.insert("config".into(), cfg);
+    let names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        names.iter().map(|name| (name.clone(), st.tensor(name).unwrap())).collect();
+    std::fs::write(&mck, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    let eval: Vec<&std::ffi::OsStr> = vec![
+        os("eval"),
+        os("--checkpoint"),
+        mck.as_os_str(),
+        os("--split"),
+        os("val"),
+        os("--out"),
+        t.root.as_os_str(),
+    ];
+    mfd_ok(&eval);
+    n += fuzz_file(&mapping, 80, &eval, limit, None);
+    // The sweep TOML (parsed and every point's config resolved; --table-only trains nothing).
+    let sweep = t.root.join("sweep.toml");
+    let sweep_text = format!(
+        "base = \"default\"\nout = {}\nranks_per_point = 1\nset = [\"train.epochs=1\"]\nseeds = []\n\n\
+         [[point]]\nname = \"a\"\nset = [\"loss.lambda_indep=0\"]\n\n[[point]]\nset = [\"loss.lambda_indep=0.1\"]\n",
+        toml::Value::String(t.root.join("sweep-out").to_string_lossy().into_owned())
+    );
+    std::fs::write(&sweep, sweep_text).unwrap();
+    let sw: Vec<&std::ffi::OsStr> = vec![os("sweep"), os("--config"), sweep.as_os_str(), os("--table-only")];
+    mfd_ok(&sw);
+    n += fuzz_file(&sweep, 90, &sw, limit, None);
+    assert!(n > 120, "{n} cases");
 }

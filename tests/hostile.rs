@@ -84,6 +84,11 @@ fn checkpoint_sizes_and_values_are_checked_before_use() {
     let st = setup();
     let dir = st.root.join("ck");
     std::fs::create_dir_all(&dir).unwrap();
+    // The weights file copied alone (no .optim.safetensors beside it) evaluates: only training reads the optimiser.
+    let alone = dir.join("alone.safetensors");
+    std::fs::copy(&st.ckpt, &alone).unwrap();
+    let (ok, err) = mfd(&["eval", "--checkpoint", s(&alone), "--split", "val", "--out", s(&dir)]);
+    assert!(ok, "{err}");
     // A stored config with C far beyond the bounds: refused by validate, naming the key and the checkpoint.
     let big = dir.join("big.safetensors");
     rewrite(&st.ckpt, &big, |m, _| {
@@ -145,6 +150,10 @@ fn vep_and_embed_inputs() {
             .map(|x| x.to_string())
             .collect()
     };
+    let e = dir.join("e");
+    let embed = |bed: &Path| -> Vec<String> {
+        ["embed", "--checkpoint", ck, "--bed", s(bed), "--genome", s(&fa), "--out", s(&e)].map(String::from).to_vec()
+    };
     std::fs::write(&vcf, "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\nchr1\t100\t.\tA\tG\n").unwrap();
     let (ok, err) = mfd(&args(&vep(&vcf)));
     assert!(ok, "{err}");
@@ -154,13 +163,14 @@ fn vep_and_embed_inputs() {
         fails(&args(&vep(&vcf)), &["g.fa.fai:1", field]);
         let bed = dir.join("r.bed");
         std::fs::write(&bed, "chr1\t100\t200\n").unwrap();
-        fails(
-            &["embed", "--checkpoint", ck, "--bed", s(&bed), "--genome", s(&fa), "--out", s(&dir.join("e"))],
-            &["g.fa.fai:1", field],
-        );
+        fails(&args(&embed(&bed)), &["g.fa.fai:1", field]);
     }
-    // The FASTA changed after indexing (a header line grew): refused, not scored on shifted windows.
     std::fs::write(&fai, "chr1\t2400\t11\t60\t61\n").unwrap();
+    // A region on a contig the index lacks names the BED line and the index.
+    let bed = dir.join("r.bed");
+    std::fs::write(&bed, "chr1\t100\t200\nchrX\t1\t50\n").unwrap();
+    fails(&args(&embed(&bed)), &["r.bed:2 [field chrom]", "'chrX' is not in the genome", "g.fa.fai"]);
+    // The FASTA changed after indexing (a header line grew): refused, not scored on shifted windows.
     let text = std::fs::read_to_string(&fa).unwrap();
     std::fs::write(&fa, text.replacen(">chr1 test\n", ">chr1 test longer\n", 1)).unwrap();
     fails(&args(&vep(&vcf)), &["g.fa.fai:1", "stale"]);

@@ -130,9 +130,10 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A checkpoint write interrupted at each of its file-system steps, by kill -9 (abort) or by a full disk (a write
-/// stopping half way, a failing rename), leaves a loadable checkpoint, and resuming from it reaches exactly the
-/// tensors and optimiser state of an uninterrupted run; no temporary file survives an error.
+/// A checkpoint write interrupted at each of its file-system steps, by an abort or by a full disk (a write stopping
+/// half way, a failing rename), or by SIGKILL from the test at two of them, leaves a loadable checkpoint, and
+/// resuming from it reaches exactly the tensors and optimiser state of an uninterrupted run; no temporary file
+/// survives an error.
 #[test]
 fn kill_or_disk_full_at_any_step_of_a_checkpoint_write_resumes_like_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,7 +144,6 @@ fn kill_or_disk_full_at_any_step_of_a_checkpoint_write_resumes_like_an_uninterru
     };
     run_ok(&mut train_cmd(root, "full", 4));
     run_ok(&mut train_cmd(root, "base", 2));
-    let full = root.join("full/checkpoints");
     // Per checkpoint: best-* (write, rename, remove .prev) and last (2 writes, 3 renames, remove .prev) = 9 steps.
     let mut faults = 0;
     for kind in ["kill", "enospc"] {
@@ -170,20 +170,63 @@ fn kill_or_disk_full_at_any_step_of_a_checkpoint_write_resumes_like_an_uninterru
                     }
                 }
             }
-            run_ok(train_cmd(root, &case, 4).arg("--resume"));
-            let ck = root.join(&case).join("checkpoints");
-            for file in ["last.safetensors", "last.optim.safetensors"] {
-                assert!(tensors(&full.join(file)) == tensors(&ck.join(file)), "{case}: {file} differs");
-            }
-            assert!(!ck.join("last.optim.safetensors.prev").exists(), "{case}");
-            // The log reads as one run: every training step once.
-            let metrics = std::fs::read_to_string(root.join(&case).join("metrics.jsonl")).unwrap();
-            let steps: Vec<&str> = metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).collect();
-            assert_eq!(steps.len(), 4, "{case}: {metrics}");
-            std::fs::remove_dir_all(root.join(&case)).unwrap();
+            resume_equals_full(root, &case);
         }
     }
     assert_eq!(faults, 18);
+    // A literal kill -9 at step 2 (best-* renamed into place) and 5 (between the optimiser swap and the weights
+    // rename): two more runs each.
+    for n in [2, 5] {
+        sigkill_at(root, n);
+    }
+}
+
+/// Resume the interrupted run `case` to 4 steps: its last checkpoint and optimiser state equal those of the
+/// uninterrupted run `full`, its log holds every step once; then remove it.
+fn resume_equals_full(root: &Path, case: &str) {
+    let o = train_cmd(root, case, 4).arg("--resume").output().unwrap();
+    assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+    let (full, ck) = (root.join("full/checkpoints"), root.join(case).join("checkpoints"));
+    for file in ["last.safetensors", "last.optim.safetensors"] {
+        assert!(tensors(&full.join(file)) == tensors(&ck.join(file)), "{case}: {file} differs");
+    }
+    assert!(!ck.join("last.optim.safetensors.prev").exists(), "{case}");
+    // The log reads as one run: every training step once.
+    let metrics = std::fs::read_to_string(root.join(case).join("metrics.jsonl")).unwrap();
+    let steps: Vec<&str> = metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).collect();
+    assert_eq!(steps.len(), 4, "{case}: {metrics}");
+    std::fs::remove_dir_all(root.join(case)).unwrap();
+}
+
+/// A literal kill -9 of the run stopped at step `n` of the checkpoint write (`N:stop` prints a line and sleeps
+/// there), then a resume: it equals the uninterrupted run.
+fn sigkill_at(root: &Path, n: usize) {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let case = format!("case-sigkill-{n}");
+    copy_dir(&root.join("base"), &root.join(&case));
+    let mut child = train_cmd(root, &case, 4)
+        .arg("--resume")
+        .env("MFD_CHECKPOINT_FAULT", format!("{n}:stop"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in err.lines() {
+        let line = line.unwrap();
+        let stopped = line.contains("MFD_CHECKPOINT_FAULT: stopped");
+        seen.push(line);
+        if stopped {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.contains("stopped")), "{case}: never stopped: {seen:?}");
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{case}: {status:?}");
+    resume_equals_full(root, &case);
 }
 
 /// A mismatched optimiser file (the weights of one checkpoint, the AMSGrad state of another) is refused by id.

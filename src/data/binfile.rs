@@ -250,15 +250,23 @@ impl BinWriter {
                 self.written
             )));
         }
-        let mut out = self.out.take().expect("BinWriter finished twice");
-        out.flush().at(&self.tmp)?;
-        let mut file = out.into_inner().map_err(|e| MfdError::io(&self.tmp, e.into_error()))?;
-        file.seek(SeekFrom::Start(0)).at(&self.tmp)?;
-        file.write_all(&encode_header(self.dtype, shape, &self.kind)).at(&self.tmp)?;
-        file.sync_all().at(&self.tmp)?;
-        drop(file);
-        std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
-        Ok(())
+        let Some(mut out) = self.out.take() else {
+            return Err(MfdError::other(format!("{}: BinWriter finished twice", self.path.display())));
+        };
+        let res = (|| {
+            out.flush().at(&self.tmp)?;
+            let mut file = out.into_inner().map_err(|e| MfdError::io(&self.tmp, e.into_error()))?;
+            file.seek(SeekFrom::Start(0)).at(&self.tmp)?;
+            file.write_all(&encode_header(self.dtype, shape, &self.kind)).at(&self.tmp)?;
+            file.sync_all().at(&self.tmp)?;
+            drop(file);
+            std::fs::rename(&self.tmp, &self.path).at(&self.path)
+        })();
+        if res.is_err() {
+            // A full disk while finishing leaves no temporary file behind either.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        res
     }
 }
 
@@ -336,5 +344,15 @@ mod tests {
         }
         assert!(!p.exists());
         assert!(!tmp_path(&p).exists());
+        // A finish that fails (the target is a non-empty directory: the rename fails) removes its temp file.
+        let d = dir.path().join("c.bin");
+        std::fs::create_dir_all(d.join("x")).unwrap();
+        let mut w = BinWriter::create(&d, "genome", DType::U8).unwrap();
+        w.write(&[1u8]).unwrap();
+        assert!(w.finish(&[1]).is_err());
+        assert!(!tmp_path(&d).exists());
+        // So does write_atomic.
+        assert!(write_atomic(&d, b"x").is_err());
+        assert!(!tmp_path(&d).exists());
     }
 }

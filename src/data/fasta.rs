@@ -109,7 +109,12 @@ pub fn read_fai(path: &Path) -> Result<Vec<(u64, FaiEntry)>> {
         let mut nums = [0u64; 4];
         for (k, v) in nums.iter_mut().enumerate() {
             *v = cols[k + 1].parse().map_err(|_| {
-                MfdError::input(path, Some(ln), Some(FIELDS[k + 1]), format!("not an integer: '{}'", cols[k + 1]))
+                MfdError::input(
+                    path,
+                    Some(ln),
+                    Some(FIELDS[k + 1]),
+                    format!("not an integer: '{}'", short(cols[k + 1])),
+                )
             })?;
         }
         let e = FaiEntry {
@@ -163,13 +168,7 @@ pub fn fai_end(e: &FaiEntry) -> Option<u64> {
 }
 
 /// At most 60 characters of `s` (for messages that echo input).
-pub fn short(s: &str) -> String {
-    if s.chars().count() <= 60 {
-        s.to_string()
-    } else {
-        format!("{}... ({} characters)", s.chars().take(60).collect::<String>(), s.chars().count())
-    }
-}
+pub use crate::error::short;
 
 /// The text of a `.fai` for `entries`.
 pub fn fai_text(entries: &[FaiEntry]) -> String {

@@ -64,8 +64,9 @@ fn read_classes(dir: &Path, m: &Manifest) -> Result<Vec<ClassRow>> {
             return Err(MfdError::input(&path, ln, None, format!("{} fields, expected 7", f.len())));
         }
         let num = |k: usize, name: &str| {
-            f[k].parse::<u64>()
-                .map_err(|_| MfdError::input(&path, ln, Some(name), format!("not an integer: '{}'", f[k])))
+            f[k].parse::<u64>().map_err(|_| {
+                MfdError::input(&path, ln, Some(name), format!("not an integer: '{}'", crate::error::short(f[k])))
+            })
         };
         rows.push(ClassRow {
             experiment: f[1].to_string(),

@@ -133,11 +133,7 @@ impl Manifest {
         }
         let text = std::fs::read_to_string(&path).at(&path)?;
         check_self_sum(&path, &text)?;
-        let m: Manifest = toml::from_str(&text).map_err(|e| {
-            // 1-based line of the error's first byte (`lines()` would miss the line when the span starts it).
-            let line = e.span().map(|s| text[..s.start].matches('\n').count() as u64 + 1);
-            MfdError::input(&path, line, None, e.message().to_string())
-        })?;
+        let m: Manifest = crate::toml_load::parse(&text, &path)?;
         if m.format != FORMAT {
             return Err(MfdError::input(&path, None, Some("format"), format!("'{}', expected '{FORMAT}'", m.format)));
         }
@@ -338,11 +334,11 @@ mod tests {
         let want = line_of(&unknown, "bogus");
         edit(dir.path(), |_| unknown.clone());
         let e = Manifest::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains(&format!("manifest.toml:{want}:")), "{e}");
+        assert!(e.contains(&format!("manifest.toml:{want} [field bogus]")), "{e}");
         let typed = text.replace("num_classes = 2", "num_classes = \"two\"");
         let want = line_of(&typed, "num_classes");
         edit(dir.path(), |_| typed.clone());
         let e = Manifest::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains(&format!("manifest.toml:{want}:")), "{e}");
+        assert!(e.contains(&format!("manifest.toml:{want} [field num_classes]")), "{e}");
     }
 }

@@ -70,7 +70,7 @@ pub fn read_metadata(path: &Path, experiments: &[(String, u64)], peaks_table: &P
                 path,
                 Some(ln),
                 Some(id_field),
-                format!("duplicate experiment id '{id}' (first at line {first})"),
+                format!("duplicate experiment id '{}' (first at line {first})", crate::error::short(id)),
             ));
         }
         by_id.insert(id, (ln, line));
@@ -82,7 +82,12 @@ pub fn read_metadata(path: &Path, experiments: &[(String, u64)], peaks_table: &P
                 peaks_table,
                 Some(*peaks_line),
                 Some("experiment"),
-                format!("experiment '{id}' has no row in {} (first column '{id_field}')", path.display()),
+                format!(
+                    "experiment '{}' has no row in {} (first column '{}')",
+                    crate::error::short(id),
+                    path.display(),
+                    crate::error::short(id_field)
+                ),
             )
         })?;
         rows.push(line.to_string());

@@ -66,7 +66,7 @@ pub fn read_peak_table(path: &Path) -> Result<Vec<PeakSource>> {
                 path,
                 Some(ln),
                 Some("experiment"),
-                format!("duplicate experiment id '{id}' (first at line {first})"),
+                format!("duplicate experiment id '{}' (first at line {first})", crate::error::short(id)),
             ));
         }
         let resolved = base.join(file);
@@ -279,8 +279,9 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
     Some(b.iter().fold(0u64, |a, &d| a * 10 + (d - b'0') as u64))
 }
 
+/// An echoed column, clipped.
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    crate::error::short(&String::from_utf8_lossy(b))
 }
 
 /// When a tile counts as labelled.

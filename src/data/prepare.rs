@@ -81,10 +81,7 @@ impl Default for PrepareConfig {
 impl PrepareConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::data::read_text_input(path)?;
-        let cfg: PrepareConfig = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].matches('\n').count() as u64 + 1);
-            MfdError::input(path, line, None, e.message().to_string())
-        })?;
+        let cfg: PrepareConfig = crate::toml_load::parse(&text, path)?;
         cfg.validate()?;
         Ok(cfg)
     }

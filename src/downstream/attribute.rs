@@ -147,7 +147,7 @@ pub fn run(args: &AttributeArgs) -> Result<()> {
     };
     let trunk = SoftTrunk::new(inf.model.trunk.spec.clone(), &inf.model.params.table, &inf.model.params.values)?;
     let t = inf.t;
-    let regions: Vec<Region> = read_bed(&args.bed)?;
+    let regions: Vec<Region> = genome.read_regions(&args.bed)?;
     let bar = indicatif::ProgressBar::new(regions.len() as u64);
     let mut tsv = String::from("region\tchrom\tpos\tbase\tscore\n");
     let mut windows = Vec::new();

@@ -7,7 +7,7 @@
 //! region itself is written too, for GC-regressed enhancer baselines.
 
 use crate::data::binfile::write_atomic;
-use crate::downstream::genome::{read_bed, read_fasta_records, Genome, IndexedFasta};
+use crate::downstream::genome::{read_fasta_records, Genome, IndexedFasta};
 use crate::downstream::model::Inference;
 use crate::downstream::seq::{code, gc_fraction, mean_groups, push_passes, Passes};
 use crate::error::{IoContext, MfdError, Result};
@@ -137,10 +137,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
                 Genome::Dataset(Box::new(crate::data::dataset::Dataset::open(&dir)?))
             }
         };
-        for r in read_bed(bed)? {
-            if genome.contig_len(&r.chrom).is_none() {
-                return Err(MfdError::input(bed, None, Some("chrom"), format!("'{}' is not in the genome", r.chrom)));
-            }
+        for r in genome.read_regions(bed)? {
             let centre = (r.start + r.end) / 2;
             let ws = centre as i64 - p.centre_offset(t) as i64;
             windows.push(genome.fetch_codes(&r.chrom, ws, ws + p.window_len(t) as i64)?);
@@ -224,8 +221,10 @@ pub fn read_embedding(path: &Path) -> Result<Embedding> {
     let (shape, bio) = get("bio")?;
     let (_, tech) = get("tech")?;
     let (_, gc) = get("gc")?;
-    let (n, c) = (shape[0], *shape.get(1).unwrap_or(&0));
-    if n != names.len() || tech.len() != n * c || gc.len() != n {
+    let [n, c] = shape[..] else {
+        return Err(MfdError::input(path, None, Some("bio"), format!("shape {shape:?}, expected (N, C)")));
+    };
+    if n != names.len() || bio.len() != n * c || tech.len() != n * c || gc.len() != n {
         return Err(MfdError::input(path, None, None, "tensor shapes do not match the names"));
     }
     let mut features = Vec::with_capacity(n * 2 * c);
@@ -254,4 +253,33 @@ fn write_tsv(path: &Path, e: &Embedding, coords: &[String]) -> Result<()> {
         s.push('\n');
     }
     write_atomic(path, s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_embedding_checks_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.safetensors");
+        let e = Embedding {
+            names: vec!["a".into(), "b".into()],
+            c: 1,
+            features: vec![1.0, 2.0, 3.0, 4.0],
+            gc: vec![0.5; 2],
+        };
+        write_embedding(&p, &e, Passes { shifts: 1, both_strands: false }).unwrap();
+        assert_eq!(read_embedding(&p).unwrap(), e);
+        // A scalar `bio` (a damaged header) is an error naming the tensor, not an index panic.
+        let one = 1f32.to_le_bytes();
+        let meta = HashMap::from([("names".to_string(), "[\"a\"]".to_string())]);
+        let views: Vec<(&str, TensorView)> = ["bio", "tech", "gc"]
+            .into_iter()
+            .map(|n| (n, TensorView::new(Dtype::F32, if n == "bio" { vec![] } else { vec![1] }, &one).unwrap()))
+            .collect();
+        std::fs::write(&p, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+        let err = read_embedding(&p).unwrap_err().to_string();
+        assert!(err.contains("[field bio]") && err.contains("expected (N, C)"), "{err}");
+    }
 }

@@ -137,14 +137,21 @@ pub fn run(args: &EnhancerArgs) -> Result<()> {
             let label = match v {
                 "1" | "true" | "True" => true,
                 "0" | "false" | "False" => false,
-                _ => return Err(MfdError::input(&args.labels, Some(*ln), Some(task), format!("'{v}' is not 0/1"))),
+                _ => {
+                    return Err(MfdError::input(
+                        &args.labels,
+                        Some(*ln),
+                        Some(task),
+                        format!("'{}' is not 0/1", crate::error::short(v)),
+                    ))
+                }
             };
             let i = *row_of.get(r[name_col].as_str()).ok_or_else(|| {
                 MfdError::input(
                     &args.labels,
                     Some(*ln),
                     Some("name"),
-                    format!("'{}' is not in the embedding", r[name_col]),
+                    format!("'{}' is not in the embedding", crate::error::short(&r[name_col])),
                 )
             })?;
             rows.push(i);

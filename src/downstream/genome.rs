@@ -33,6 +33,9 @@ impl IndexedFasta {
             return Err(MfdError::input(path, None, None, "no .fai index beside it; HINT: run `samtools faidx` on it"));
         }
         let entries = read_fai(&fai)?;
+        if entries.is_empty() {
+            return Err(MfdError::input(&fai, None, None, "no contigs (an empty index); HINT: run `samtools faidx`"));
+        }
         let file = File::open(path).at(path)?;
         let size = file.metadata().at(path)?.len();
         for (ln, e) in &entries {
@@ -49,10 +52,9 @@ impl IndexedFasta {
 
     /// Upper-case letters of [start, end) of `contig` (0-based), 'N' outside the contig.
     pub fn fetch_letters(&self, contig: &str, start: i64, end: i64) -> Result<Vec<u8>> {
-        let e = self
-            .contigs
-            .get(contig)
-            .ok_or_else(|| MfdError::input(&self.path, None, Some("contig"), format!("no contig '{contig}'")))?;
+        let e = self.contigs.get(contig).ok_or_else(|| {
+            MfdError::input(&self.path, None, Some("contig"), format!("no contig '{}'", crate::error::short(contig)))
+        })?;
         let n = (end - start).max(0) as usize;
         let mut out = vec![b'N'; n];
         let lo = start.clamp(0, e.length as i64) as u64;
@@ -192,6 +194,24 @@ impl Genome {
         Ok(self.fetch_letters(contig, start, end)?.into_iter().map(code).collect())
     }
 
+    /// Where the contig names come from (the .fai, or the dataset's manifest), for messages.
+    pub fn contig_list(&self) -> String {
+        match self {
+            Genome::Fasta(f) => sibling(&f.path, ".fai").display().to_string(),
+            Genome::Dataset(ds) => ds.dir().join(crate::data::manifest::MANIFEST_FILE).display().to_string(),
+        }
+    }
+
+    /// The regions of `bed`, each on a contig of this genome (else an error naming the BED line).
+    pub fn read_regions(&self, bed: &Path) -> Result<Vec<Region>> {
+        let regions = read_bed(bed)?;
+        if let Some(r) = regions.iter().find(|r| self.contig_len(&r.chrom).is_none()) {
+            let msg = format!("'{}' is not in the genome ({})", crate::error::short(&r.chrom), self.contig_list());
+            return Err(MfdError::input(bed, Some(r.line), Some("chrom"), msg));
+        }
+        Ok(regions)
+    }
+
     /// Length of `contig`, if present.
     pub fn contig_len(&self, contig: &str) -> Option<u64> {
         match self {
@@ -208,6 +228,8 @@ pub struct Region {
     pub start: u64,
     pub end: u64,
     pub name: String,
+    /// 1-based line in the BED.
+    pub line: u64,
 }
 
 /// Read BED regions (>= 3 columns; `track`, `browser` and `#` lines skipped).
@@ -225,10 +247,9 @@ pub fn read_bed(path: &Path) -> Result<Vec<Region>> {
             return Err(MfdError::input(path, ln, None, format!("{} columns, BED needs >= 3", cols.len())));
         }
         let num = |k: usize, f: &str| -> Result<u64> {
-            cols[k]
-                .trim()
-                .parse()
-                .map_err(|_| MfdError::input(path, ln, Some(f), format!("not an integer: '{}'", cols[k])))
+            cols[k].trim().parse().map_err(|_| {
+                MfdError::input(path, ln, Some(f), format!("not an integer: '{}'", crate::error::short(cols[k])))
+            })
         };
         let (start, end) = (num(1, "start")?, num(2, "end")?);
         if end <= start {
@@ -238,7 +259,7 @@ pub fn read_bed(path: &Path) -> Result<Vec<Region>> {
             Some(n) if !n.is_empty() && *n != "." => n.to_string(),
             _ => format!("{}:{start}-{end}", cols[0]),
         };
-        out.push(Region { chrom: cols[0].to_string(), start, end, name });
+        out.push(Region { chrom: cols[0].to_string(), start, end, name, line: i as u64 + 1 });
     }
     Ok(out)
 }
@@ -318,7 +339,7 @@ mod tests {
         let bed = dir.path().join("r.bed");
         std::fs::write(&bed, "track x\nchr1\t10\t20\tel1\nchr2\t5\t9\n").unwrap();
         let r = read_bed(&bed).unwrap();
-        assert_eq!(r[0], Region { chrom: "chr1".into(), start: 10, end: 20, name: "el1".into() });
+        assert_eq!(r[0], Region { chrom: "chr1".into(), start: 10, end: 20, name: "el1".into(), line: 2 });
         assert_eq!(r[1].name, "chr2:5-9");
         std::fs::write(&bed, "chr1\t10\tx\n").unwrap();
         let e = read_bed(&bed).unwrap_err().to_string();

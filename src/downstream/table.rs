@@ -62,7 +62,12 @@ impl Table {
                     return Ok(f64::NAN);
                 }
                 s.parse().map_err(|_| {
-                    MfdError::input(&self.path, Some(*ln), Some(&self.header[k]), format!("not a number: '{s}'"))
+                    MfdError::input(
+                        &self.path,
+                        Some(*ln),
+                        Some(&self.header[k]),
+                        format!("not a number: '{}'", crate::error::short(s)),
+                    )
                 })
             })
             .collect()
@@ -100,6 +105,14 @@ mod tests {
         let e = t.f64_col(1).unwrap_err().to_string();
         assert!(e.contains(":3") && e.contains("b"), "{e}");
         assert!(t.col("zz").is_err());
+        // A long offending cell (and column name) is clipped: the line still says what was expected.
+        let long = "x".repeat(100_000);
+        std::fs::write(&p, format!("a\t{long}\n{long}\t1\n")).unwrap();
+        let t = Table::read(&p).unwrap();
+        let e = t.f64_col(0).unwrap_err().to_string();
+        assert!(e.len() < 300 && e.contains("not a number") && e.contains(":2"), "{e}");
+        let e = t.f64_col(t.col(&long).unwrap()).map(|_| ()).map_err(|e| e.to_string());
+        assert!(e.is_ok(), "{e:?}");
         std::fs::write(&p, "a\tb\n1\n").unwrap();
         assert!(Table::read(&p).unwrap_err().to_string().contains(":2"));
         let s = [1.0, 2.0, 3.0, 4.0];

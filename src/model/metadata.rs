@@ -78,10 +78,7 @@ pub const DEFAULT_MAPPING: &str = include_str!("../../configs/metadata_mapping.t
 
 impl MappingConfig {
     pub fn parse(text: &str, source: &Path) -> Result<Self> {
-        let cfg: MappingConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1) as u64);
-            MfdError::input(source, line, None, e.message().to_string())
-        })?;
+        let cfg: MappingConfig = crate::toml_load::parse(text, source)?;
         cfg.validate(source)?;
         Ok(cfg)
     }
@@ -202,7 +199,7 @@ impl MetadataTable {
                     path,
                     Some(i as u64 + 2),
                     Some(&header[0]),
-                    format!("'{}' where class {i} is '{class}'", row[0]),
+                    format!("'{}' where class {i} is '{}'", crate::error::short(&row[0]), crate::error::short(class)),
                 ));
             }
         }
@@ -238,7 +235,7 @@ impl MetadataTable {
                             &self.source,
                             Some(i as u64 + 2),
                             Some(name),
-                            format!("'{s}' is not a date (YYYY or YYYY-MM-DD)"),
+                            format!("'{}' is not a date (YYYY or YYYY-MM-DD)", crate::error::short(s)),
                         )
                     })?);
                 }
@@ -255,7 +252,8 @@ impl MetadataTable {
                             Some(i as u64 + 2),
                             Some(name),
                             format!(
-                                "'{s}' is not a finite number (numeric metadata used by the model may not be missing)"
+                                "'{}' is not a finite number (numeric metadata used by the model may not be missing)",
+                                crate::error::short(s)
                             ),
                         )
                     })?;

@@ -180,10 +180,7 @@ impl Sweep {
     }
 
     pub fn parse(text: &str, path: &Path, extra: &[String], out: Option<&Path>) -> Result<Sweep> {
-        let f: SweepFile = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1) as u64);
-            MfdError::input(path, line, None, e.message().to_string())
-        })?;
+        let f: SweepFile = crate::toml_load::parse(text, path)?;
         let (base_text, base_path) = match &f.base {
             toml::Value::String(s) if s == "default" => {
                 (crate::config::DEFAULT_CONFIG.to_string(), PathBuf::from("configs/default.toml"))

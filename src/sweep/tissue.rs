@@ -52,8 +52,9 @@ pub fn read_elements(path: &Path) -> Result<Vec<Element>> {
             return Err(MfdError::input(path, ln, None, format!("{} columns, expected 6", f.len())));
         }
         let num = |k: usize, name: &str| {
-            f[k].parse::<u64>()
-                .map_err(|_| MfdError::input(path, ln, Some(name), format!("'{}' is not an integer", f[k])))
+            f[k].parse::<u64>().map_err(|_| {
+                MfdError::input(path, ln, Some(name), format!("'{}' is not an integer", crate::error::short(f[k])))
+            })
         };
         let tissues: Vec<String> = match f[5] {
             "none" | "all" => vec![],
@@ -151,7 +152,7 @@ pub fn classify(
                 elements_bed,
                 None,
                 Some("chrom"),
-                format!("'{}' is not in the dataset", e.chrom),
+                format!("'{}' is not in the dataset ({})", crate::error::short(&e.chrom), genome.contig_list()),
             ));
         }
         let ws = ((e.start + e.end) / 2) as i64 - p.centre_offset(t) as i64;

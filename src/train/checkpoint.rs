@@ -61,9 +61,10 @@ fn new_id(step: u64) -> String {
     format!("{step}-{nanos:x}-{}", std::process::id())
 }
 
-/// Fault injection for the crash tests (`MFD_CHECKPOINT_FAULT=N:kill` or `N:enospc`): at the N-th (1-based)
-/// file-system step of checkpoint writing in this process, abort the process (as kill -9 would: nothing is
-/// cleaned up) or fail as a full disk would (a write stops half way).
+/// Fault injection for the crash tests (`MFD_CHECKPOINT_FAULT=N:kill`, `N:stop` or `N:enospc`): at the N-th
+/// (1-based) file-system step of checkpoint writing in this process, abort the process (nothing is cleaned up),
+/// stop there (print a line and sleep until the test sends SIGKILL: a literal kill -9) or fail as a full disk
+/// would (a write stops half way).
 fn fault(step: &str, path: &Path) -> Result<Option<()>> {
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let Ok(v) = std::env::var("MFD_CHECKPOINT_FAULT") else { return Ok(None) };
@@ -75,6 +76,12 @@ fn fault(step: &str, path: &Path) -> Result<Option<()>> {
     if kind == "kill" {
         eprintln!("mfd: MFD_CHECKPOINT_FAULT: killed at step {n} ({step} {})", path.display());
         std::process::abort();
+    }
+    if kind == "stop" {
+        eprintln!("mfd: MFD_CHECKPOINT_FAULT: stopped at step {n} ({step} {})", path.display());
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
     }
     Ok(Some(()))
 }
@@ -324,6 +331,16 @@ fn find_optim(path: &Path, meta: &HashMap<String, String>) -> Result<Option<Path
 /// Read a checkpoint for the parameters of `table` (every tensor must be present with the same shape and finite).
 /// Optimiser state is read from the file beside it that carries the checkpoint's id.
 pub fn load(path: &Path, table: &ParamTable) -> Result<Checkpoint> {
+    load_with(path, table, true)
+}
+
+/// As `load`, without the optimiser state (evaluation and the downstream tools): a checkpoint copied without its
+/// `.optim.safetensors` still loads.
+pub fn load_weights(path: &Path, table: &ParamTable) -> Result<Checkpoint> {
+    load_with(path, table, false)
+}
+
+fn load_with(path: &Path, table: &ParamTable, optim: bool) -> Result<Checkpoint> {
     check_shapes(path, table)?;
     let bytes = std::fs::read(path).at(path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| st_err(path, e))?;
@@ -342,7 +359,8 @@ pub fn load(path: &Path, table: &ParamTable) -> Result<Checkpoint> {
     let config_toml = meta_get(path, &meta, "config")?.to_string();
     let val_loss = meta.get("val_loss").and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
     let (mut model_opt, mut adv_opt) = (None, None);
-    if let Some(opath) = find_optim(path, &meta)? {
+    let opath = if optim { find_optim(path, &meta)? } else { None };
+    if let Some(opath) = opath {
         let obytes = std::fs::read(&opath).at(&opath)?;
         let ost = SafeTensors::deserialize(&obytes).map_err(|e| st_err(&opath, e))?;
         let (_, omd) = SafeTensors::read_metadata(&obytes).map_err(|e| st_err(&opath, e))?;

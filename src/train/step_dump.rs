@@ -266,7 +266,7 @@ pub fn load_model(ckpt: &Path, dataset: Option<&Path>) -> Result<Loaded> {
         cfg.data.dataset = d.to_path_buf();
     }
     let ds = Dataset::open(&cfg.data.dataset)?;
-    let (model, ck) = crate::train::load_model::load_cpu_model(&cfg, &ds, ckpt)?;
+    let (model, ck) = crate::train::load_model::load_cpu_model_with_optim(&cfg, &ds, ckpt)?;
     Ok(Loaded { dataset: cfg.data.dataset.clone(), cfg, model, ck })
 }
 

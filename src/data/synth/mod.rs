@@ -129,17 +129,16 @@ pub fn synthesize(p: &Preset, seed: u64, out: &Path) -> Result<Summary> {
         std::fs::remove_dir_all(&tmp).at(&tmp)?;
     }
     std::fs::create_dir_all(&tmp).at(&tmp)?;
-    match generate(p, seed, &tmp) {
-        Ok(s) => {
-            if out.exists() {
-                std::fs::remove_dir(out).at(out)?;
-            }
-            std::fs::rename(&tmp, out).at(out)?;
-            Ok(s)
+    let res = generate(p, seed, &tmp).and_then(|s| {
+        if out.exists() {
+            std::fs::remove_dir(out).at(out)?;
         }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
+        std::fs::rename(&tmp, out).at(out)?;
+        Ok(s)
+    });
+    if res.is_err() {
+        // Nothing half-written survives, a failed final rename included.
+        let _ = std::fs::remove_dir_all(&tmp);
     }
+    res
 }
