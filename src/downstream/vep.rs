@@ -29,9 +29,9 @@ pub struct VepArgs {
     /// Variants (VCF; plain, gzip or bgzip).
     #[arg(long)]
     pub vcf: PathBuf,
-    /// Indexed genome FASTA (.fai beside it) the VCF refers to.
-    #[arg(long)]
-    pub fasta: PathBuf,
+    /// Reference genome: indexed FASTA (.fai beside it) the VCF refers to (`--fasta` is the old name).
+    #[arg(long, visible_alias = "fasta", value_name = "GENOME")]
+    pub genome: PathBuf,
     /// Output TSV (OUT.skipped.tsv and OUT.summary.json beside it).
     #[arg(long)]
     pub out: PathBuf,
@@ -223,7 +223,7 @@ fn row(v: &Variant, sc: &VepScores, reduce: ClassReduce, c: usize) -> String {
 pub fn run(args: &VepArgs) -> Result<VepSummary> {
     let mut inf = Inference::load(&args.checkpoint, args.dataset.as_deref())?;
     inf.batch = crate::downstream::check_arg("--batch", args.batch, 1, 65_536)?.max(2);
-    let genome = Genome::Fasta(IndexedFasta::open(&args.fasta)?);
+    let genome = Genome::Fasta(IndexedFasta::open(&args.genome)?);
     let opts = VepOptions {
         passes: Passes {
             shifts: crate::downstream::check_arg("--shifts", args.shifts, 1, 4096)?,
