@@ -16,7 +16,7 @@ enum Cmd {
     /// Write a synthetic dataset in real formats (FASTA, narrowPeak, metadata TSV, VCF) with ground truth.
     Synth(mfd::data::synth::SynthArgs),
     /// Build a memory-mapped dataset directory from FASTA, peaks and metadata.
-    Prepare(mfd::data::prepare::PrepareArgs),
+    Prepare(mfd::data::prepare::PrepareCli),
     /// Print a summary of a prepared dataset.
     Inspect(mfd::data::inspect::InspectArgs),
     /// Train MFD (with no arguments: the embedded default, synthetic data on the CPU).
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.cmd {
         Cmd::Synth(a) => mfd::data::synth::run(a),
-        Cmd::Prepare(a) => mfd::data::prepare::run(a),
+        Cmd::Prepare(a) => mfd::data::prepare::run_cli(a),
         Cmd::Inspect(a) => mfd::data::inspect::run(a),
         Cmd::Train(a) => mfd::train::cli::train(a),
         Cmd::Sweep(a) => mfd::sweep::run(a),

@@ -16,6 +16,7 @@ use mfd::downstream::vep::{run_with, score_pairs, variant_windows, ClassReduce, 
 use mfd::model::mfd::Mfd;
 use mfd::train::checkpoint::{self, Checkpoint, Position};
 use mfd::train::trainer::load_metadata;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -245,6 +246,36 @@ fn vep_stream_splits_multiallelic_records_and_counts_ref_mismatches() {
     assert_eq!(Skip::TooLong.reason(), "too_long");
 }
 
+/// `mfd vep --out X.vcf.gz`: BGZF (blocks, end-of-file block) holding a VCF whose INFO VEPs equal the TSV's.
+fn check_vcf_output(ck: &str, vcf: &Path, fasta: &Path, tsv: &Path) {
+    let out = tsv.with_file_name("vep.vcf.gz");
+    let (v, f, o) = (vcf.to_str().unwrap(), fasta.to_str().unwrap(), out.to_str().unwrap());
+    mfd(&["vep", "--checkpoint", ck, "--vcf", v, "--genome", f, "--out", o, "--shifts", "3"]);
+    let bytes = std::fs::read(&out).unwrap();
+    // BGZF: gzip members with the "BC" extra field; the last is the 28-byte empty end-of-file block.
+    assert_eq!(&bytes[..4], &[0x1f, 0x8b, 8, 4]);
+    assert_eq!(&bytes[12..14], b"BC");
+    assert_eq!(bytes.len() - bytes.windows(4).rposition(|w| w == [0x1f, 0x8b, 8, 4]).unwrap(), 28);
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("##fileformat=VCFv4.2\n"), "{text}");
+    for id in ["MFD_VEP", "MFD_VEP_BIO", "MFD_VEP_TECH"] {
+        assert!(text.contains(&format!("##INFO=<ID={id},Number=1,Type=Float,Description=\"")), "{text}");
+    }
+    assert!(text.contains(&format!("##contig=<ID={CHROM},length=")), "{text}");
+    let records: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let rows: Vec<String> = std::fs::read_to_string(tsv).unwrap().lines().skip(1).map(String::from).collect();
+    assert_eq!(records.len(), rows.len());
+    for (rec, row) in records.iter().zip(&rows) {
+        let (r, t): (Vec<&str>, Vec<&str>) = (rec.split('\t').collect(), row.split('\t').collect());
+        assert_eq!(&r[..5], &t[..5], "CHROM POS ID REF ALT in input order");
+        let want = format!("MFD_VEP={};MFD_VEP_BIO={};MFD_VEP_TECH={};", t[6], t[7], t[8]);
+        assert!(r[7].starts_with(&want), "{rec} vs {row}");
+    }
+    let summary = std::fs::read_to_string(tsv.with_file_name("vep.summary.json")).unwrap();
+    assert!(summary.contains("\"scored\": 9"), "{summary}");
+}
+
 fn mfd(args: &[&str]) -> std::process::Output {
     let out = Command::new(env!("CARGO_BIN_EXE_mfd")).args(args).output().unwrap();
     assert!(out.status.success(), "mfd {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -293,7 +324,7 @@ fn cli_smoke_on_real_fixtures() {
         ck,
         "--vcf",
         vcf.to_str().unwrap(),
-        "--fasta",
+        "--genome",
         s.fasta.to_str().unwrap(),
         "--out",
         vep.to_str().unwrap(),
@@ -305,6 +336,7 @@ fn cli_smoke_on_real_fixtures() {
     assert_eq!(sum["ref_mismatch"], 0, "{json}");
     let n = sum["scored"].as_u64().unwrap();
     assert_eq!(n, 9, "{json}");
+    check_vcf_output(ck, &vcf, &s.fasta, &vep);
     // Labels from the INFO allele frequency: AF < 0.3 is "Rare".
     let mut labels = String::from("chrom\tpos\tref\talt\tlabel\n");
     for line in std::fs::read_to_string(&vcf).unwrap().lines().filter(|l| !l.starts_with('#')) {

@@ -179,6 +179,28 @@ fn cli_prints_warnings_and_summary() {
 }
 
 #[test]
+fn skip_unknown_contigs_counts_and_reports_per_contig() {
+    let fx = fixture();
+    fx.write("peaks/e0.bed", "chr1\t0\t100\nchrEBV\t5\t10\nchrEBV\t50\t60\nchrUn_KI270742v1\t1\t2\n");
+    let o = fx.run_prepare_cli();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("e0.bed:2 [field chrom]"), "{err}");
+    assert!(err.contains("--skip-unknown-contigs"), "the error names the flag: {err}");
+    fx.assert_no_dataset();
+    let o = fx.run_prepare_cli_with(&["--skip-unknown-contigs"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("skipped 3 peak(s) on 2 contig(s)"), "{err}");
+    assert!(err.contains("chrEBV\t2") && err.contains("chrUn_KI270742v1\t1"), "{err}");
+    let mut a = fx.args();
+    a.out = fx.path("ds2");
+    a.config = Some(fx.write("skip.toml", "skip_unknown_contigs = true\n"));
+    let s = prepare(&a).unwrap();
+    assert_eq!(s.unknown_contigs.get("chrEBV"), Some(&2));
+    assert_eq!(Manifest::load(&a.out).unwrap().counts.peaks, Manifest::load(&fx.out).unwrap().counts.peaks);
+}
+
+#[test]
 fn spilling_peaks_gives_the_identical_dataset() {
     let fx = fixture();
     let s = prepare(&fx.args()).unwrap();

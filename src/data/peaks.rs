@@ -7,7 +7,7 @@
 //! "chr" removed or added ("chr1" <-> "1").
 
 use crate::error::{IoContext, MfdError, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -155,6 +155,21 @@ const NARROWPEAK: [&str; 10] =
 /// narrowPeak is assumed when the name ends in `.narrowPeak(.gz)` or the first data row has 10 columns; then
 /// every row must have 10 columns with numeric score, signalValue, pValue, qValue, peak and a strand of `+-.`.
 pub fn read_peak_file<R: Read>(reader: R, path: &Path, class: u32, contigs: &ContigNames) -> Result<Vec<(u32, Peak)>> {
+    Ok(read_peak_file_skipping(reader, path, class, contigs, false)?.0)
+}
+
+/// Peaks per contig name that is not in the FASTA (sorted by name).
+pub type UnknownContigs = BTreeMap<String, u64>;
+
+/// `read_peak_file`; with `skip_unknown`, rows on a contig absent from the FASTA are skipped and counted (the
+/// second value) instead of being an error.
+pub fn read_peak_file_skipping<R: Read>(
+    reader: R,
+    path: &Path,
+    class: u32,
+    contigs: &ContigNames,
+    skip_unknown: bool,
+) -> Result<(Vec<(u32, Peak)>, UnknownContigs)> {
     let mut buf = BufReader::with_capacity(1 << 16, reader);
     let head = buf.fill_buf().at(path)?;
     let gz = head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b;
@@ -162,9 +177,9 @@ pub fn read_peak_file<R: Read>(reader: R, path: &Path, class: u32, contigs: &Con
     let named_np = lower.ends_with(".narrowpeak") || lower.ends_with(".narrowpeak.gz");
     if gz {
         let dec = BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(buf));
-        parse_peak_lines(dec, path, class, contigs, named_np)
+        parse_peak_lines(dec, path, class, contigs, named_np, skip_unknown)
     } else {
-        parse_peak_lines(buf, path, class, contigs, named_np)
+        parse_peak_lines(buf, path, class, contigs, named_np, skip_unknown)
     }
 }
 
@@ -174,13 +189,16 @@ fn parse_peak_lines<B: BufRead>(
     class: u32,
     contigs: &ContigNames,
     named_np: bool,
-) -> Result<Vec<(u32, Peak)>> {
+    skip_unknown: bool,
+) -> Result<(Vec<(u32, Peak)>, UnknownContigs)> {
     let mut out = Vec::new();
+    let mut unknown = UnknownContigs::new();
     let mut line = Vec::with_capacity(256);
     let mut ln = 0u64;
     let mut narrow: Option<bool> = if named_np { Some(true) } else { None };
-    // Resolved contig names: narrowPeak files are often sorted by signal, so names change line to line.
-    let mut cache: HashMap<Vec<u8>, u32> = HashMap::new();
+    // Resolved contig names (None: not in the FASTA, skipped): narrowPeak files are often sorted by signal, so
+    // names change line to line.
+    let mut cache: HashMap<Vec<u8>, Option<u32>> = HashMap::new();
     loop {
         line.clear();
         if r.read_until(b'\n', &mut line).at(path)? == 0 {
@@ -221,16 +239,27 @@ fn parse_peak_lines<B: BufRead>(
         if np && ncols > 10 {
             return Err(err("peak", format!("{ncols} columns, narrowPeak has exactly 10")));
         }
-        let contig = match cache.get(cols[0]) {
+        let resolved = match cache.get(cols[0]) {
             Some(&i) => i,
             None => {
                 let name = String::from_utf8_lossy(cols[0]);
-                let i = contigs.resolve(&name).ok_or_else(|| {
-                    err("chrom", format!("unknown contig {name:?} (not in the FASTA, also tried with/without \"chr\")"))
-                })?;
+                let i = contigs.resolve(&name);
+                if i.is_none() && !skip_unknown {
+                    return Err(err(
+                        "chrom",
+                        format!(
+                            "unknown contig {name:?} (not in the FASTA, also tried with/without \"chr\"); HINT: \
+                             `mfd prepare --skip-unknown-contigs` skips such peaks and counts them per contig"
+                        ),
+                    ));
+                }
                 cache.insert(cols[0].to_vec(), i);
                 i
             }
+        };
+        let Some(contig) = resolved else {
+            *unknown.entry(String::from_utf8_lossy(cols[0]).into_owned()).or_default() += 1;
+            continue;
         };
         let start = parse_u64(cols[1])
             .ok_or_else(|| err("chromStart", format!("not a non-negative integer: '{}'", lossy(cols[1]))))?;
@@ -252,7 +281,7 @@ fn parse_peak_lines<B: BufRead>(
         // Contig lengths are < 2^32 (checked when the FASTA is read), so start/end fit in u32.
         out.push((contig, Peak { start: start as u32, end: end as u32, class }));
     }
-    Ok(out)
+    Ok((out, unknown))
 }
 
 fn check_narrowpeak(cols: &[&[u8]], err: &dyn Fn(&str, String) -> MfdError) -> Result<()> {
@@ -436,6 +465,18 @@ mod tests {
         assert!(e.contains("a.bed:1 [field signalValue]"), "{e}");
         let e = read_peak_file("chr1\t5\n".as_bytes(), Path::new("b.narrowPeak"), 0, &c).unwrap_err().to_string();
         assert!(e.contains("b.narrowPeak:1 [field chromEnd]") && e.contains("too few"), "{e}");
+    }
+
+    #[test]
+    fn unknown_contigs_fail_or_are_skipped_and_counted() {
+        let c = names();
+        let bed = "chr1\t10\t20\nchrEBV\t1\t5\nchr1_KI270706v1_random\t0\t9\nchrEBV\t7\t9\n2\t0\t5\n";
+        let e = read_peak_file(bed.as_bytes(), Path::new("a.bed"), 0, &c).unwrap_err().to_string();
+        assert!(e.contains("a.bed:2 [field chrom]") && e.contains("--skip-unknown-contigs"), "{e}");
+        let (got, unknown) = read_peak_file_skipping(bed.as_bytes(), Path::new("a.bed"), 0, &c, true).unwrap();
+        assert_eq!(got.len(), 2);
+        let want: UnknownContigs = [("chr1_KI270706v1_random".to_string(), 1), ("chrEBV".to_string(), 2)].into();
+        assert_eq!(unknown, want);
     }
 
     /// `peaks` (sorted) as a batch source of batches of `size` peaks, some of them empty.

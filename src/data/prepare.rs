@@ -16,7 +16,7 @@ use crate::data::fasta::{self, FaiEntry, FastaKind, FastaStream};
 use crate::data::manifest::{self, Contig, Counts, DataFile, Manifest, PrepareSettings, Shard, SourceFile};
 use crate::data::metadata;
 use crate::data::peak_store::{self, PeakStore};
-use crate::data::peaks::{self, ContigNames, LabelRule, Peak, PeakSource, TILE};
+use crate::data::peaks::{self, ContigNames, LabelRule, Peak, PeakSource, UnknownContigs, TILE};
 use crate::data::tiles::{self, TileSink};
 use crate::error::{IoContext, MfdError, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,8 +29,8 @@ use std::time::Instant;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PrepareArgs {
-    /// Reference FASTA (plain, or bgzip with .fai and .gzi).
-    #[arg(long)]
+    /// Reference genome FASTA (plain, or bgzip with .fai and .gzi); `--fasta` is the old name.
+    #[arg(long = "genome", visible_alias = "fasta", value_name = "GENOME")]
     pub fasta: PathBuf,
     /// Two-column TSV: experiment id, peak file path (relative paths are relative to this file).
     #[arg(long)]
@@ -44,6 +44,17 @@ pub struct PrepareArgs {
     /// Optional prepare.toml overriding the defaults (min_overlap, min_positive, test_contigs, shard_tiles...).
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// `mfd prepare`'s command line: the inputs and the flags only the command line sets.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrepareCli {
+    #[command(flatten)]
+    pub args: PrepareArgs,
+    /// Skip peaks on contigs absent from the FASTA (chrEBV, alt contigs...), counted and reported per contig,
+    /// instead of failing (also `skip_unknown_contigs = true` in prepare.toml).
+    #[arg(long)]
+    pub skip_unknown_contigs: bool,
 }
 
 /// `prepare.toml`: every key optional, unknown keys are errors.
@@ -63,6 +74,8 @@ pub struct PrepareConfig {
     /// Peaks buffered in memory before they spill to the temp directory (12 bytes each); output is the same
     /// for any value.
     pub spill_peaks: u64,
+    /// Skip (and count per contig) peaks on contigs absent from the FASTA instead of failing.
+    pub skip_unknown_contigs: bool,
 }
 
 impl Default for PrepareConfig {
@@ -74,6 +87,7 @@ impl Default for PrepareConfig {
             val_fraction: 0.05,
             shard_tiles: 1 << 20,
             spill_peaks: peak_store::DEFAULT_SPILL_PEAKS,
+            skip_unknown_contigs: false,
         }
     }
 }
@@ -115,6 +129,8 @@ pub struct PrepareSummary {
     /// Peaks that made no kept tile positive.
     pub peaks_unused: u64,
     pub shards: usize,
+    /// Peaks skipped per contig absent from the FASTA (with `skip_unknown_contigs`).
+    pub unknown_contigs: UnknownContigs,
     /// Warnings also printed to stderr.
     pub warnings: Vec<String>,
     pub seconds: f64,
@@ -122,8 +138,18 @@ pub struct PrepareSummary {
     pub phases: Vec<(&'static str, f64)>,
 }
 
+/// `mfd prepare` from its command line.
+pub fn run_cli(cli: &PrepareCli) -> Result<()> {
+    report(&prepare_with(&cli.args, cli.skip_unknown_contigs)?);
+    Ok(())
+}
+
 pub fn run(args: &PrepareArgs) -> Result<()> {
-    let s = prepare(args)?;
+    report(&prepare(args)?);
+    Ok(())
+}
+
+fn report(s: &PrepareSummary) {
     let c = &s.counts;
     let density = c.positives as f64 / (c.tiles as f64 * s.classes as f64);
     eprintln!("mfd prepare: wrote {}", s.out.display());
@@ -137,6 +163,13 @@ pub fn run(args: &PrepareArgs) -> Result<()> {
         c.tiles, s.grid_tiles, c.train, c.val, c.test, s.shards
     );
     eprintln!("  labels   {} positives, density {density:.5}", c.positives);
+    if !s.unknown_contigs.is_empty() {
+        let n: u64 = s.unknown_contigs.values().sum();
+        eprintln!("  skipped  {n} peaks on {} contig(s) not in the FASTA:", s.unknown_contigs.len());
+        for (name, k) in &s.unknown_contigs {
+            eprintln!("           {name}\t{k}");
+        }
+    }
     let phases: Vec<String> = s.phases.iter().map(|(n, t)| format!("{n} {t:.1}")).collect();
     eprintln!(
         "  time     {:.1} s, {:.1} MB of genome per second ({} s)",
@@ -147,11 +180,15 @@ pub fn run(args: &PrepareArgs) -> Result<()> {
     if !s.warnings.is_empty() {
         eprintln!("  {} warning(s), see above", s.warnings.len());
     }
-    Ok(())
 }
 
 /// Build the dataset directory `args.out`; on error nothing named `args.out` is created.
 pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
+    prepare_with(args, false)
+}
+
+/// `prepare`, skipping peaks on contigs absent from the FASTA when `skip_unknown_contigs` (or prepare.toml) says so.
+pub fn prepare_with(args: &PrepareArgs, skip_unknown_contigs: bool) -> Result<PrepareSummary> {
     let t0 = Instant::now();
     let mut phases = Vec::new();
     let mut lap = {
@@ -161,10 +198,11 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
             last = Instant::now();
         }
     };
-    let cfg = match &args.config {
+    let mut cfg = match &args.config {
         Some(p) => PrepareConfig::load(p)?,
         None => PrepareConfig::default(),
     };
+    cfg.skip_unknown_contigs |= skip_unknown_contigs;
     let mut warnings = Vec::new();
     let mut warn = |w: String| {
         eprintln!("warning: {w}");
@@ -215,7 +253,8 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
     // 3. Peaks, into the store (spilling under tmp/peak-spill past cfg.spill_peaks).
     let lengths: Vec<u64> = genome.contigs.iter().map(|c| c.length).collect();
     let mut store = PeakStore::new(tmp.join("peak-spill"), &lengths, peak_store::BUCKET_BP, cfg.spill_peaks);
-    let (peak_counts, peak_sources) = read_all_peaks(&table, &names, &mut store, &mut warn)?;
+    let (peak_counts, peak_sources, unknown_contigs) =
+        read_all_peaks(&table, &names, &mut store, cfg.skip_unknown_contigs, &mut warn)?;
     lap("peaks", &mut phases);
 
     // 4. Tiles and labels.
@@ -307,6 +346,7 @@ pub fn prepare(args: &PrepareArgs) -> Result<PrepareSummary> {
         counts,
         peaks_unused,
         shards: shard_ranges.len(),
+        unknown_contigs,
         warnings,
         seconds: t0.elapsed().as_secs_f64(),
         phases,
@@ -532,17 +572,19 @@ fn mark_tiles_with_bases(bits: &mut Vec<u64>, pos: u64, codes: &[u8]) {
     }
 }
 
-/// One parsed peak file: its (contig, peak) records and (bytes, SHA-256).
-type FileRead = Result<(Vec<(u32, Peak)>, (u64, String))>;
+/// One parsed peak file: its (contig, peak) records, peaks skipped per unknown contig and (bytes, SHA-256).
+type FileRead = Result<((Vec<(u32, Peak)>, UnknownContigs), (u64, String))>;
 
 /// Read every peak file (in parallel batches of files, errors reported in class order) into `store`. Returns
-/// peaks read per class and the source entries.
+/// peaks read per class, the source entries and the peaks skipped per unknown contig (with `skip_unknown`).
 fn read_all_peaks(
     table: &[PeakSource],
     names: &ContigNames,
     store: &mut PeakStore,
+    skip_unknown: bool,
     warn: &mut dyn FnMut(String),
-) -> Result<(Vec<u64>, Vec<SourceFile>)> {
+) -> Result<(Vec<u64>, Vec<SourceFile>, UnknownContigs)> {
+    let mut unknown = UnknownContigs::new();
     let mut counts = vec![0u64; table.len()];
     let mut sources = Vec::with_capacity(table.len());
     let pb = bar(table.len() as u64, "reading peaks");
@@ -554,12 +596,16 @@ fn read_all_peaks(
             .map(|(j, src)| {
                 let file = std::fs::File::open(&src.path).at(&src.path)?;
                 let mut hashed = HashingReader::new(file);
-                let peaks = peaks::read_peak_file(&mut hashed, &src.path, (b * BATCH + j) as u32, names)?;
-                Ok((peaks, hashed.finish(&src.path)?))
+                let class = (b * BATCH + j) as u32;
+                let read = peaks::read_peak_file_skipping(&mut hashed, &src.path, class, names, skip_unknown)?;
+                Ok((read, hashed.finish(&src.path)?))
             })
             .collect();
         for (j, (src, r)) in batch.iter().zip(results).enumerate() {
-            let (peaks, digest) = r?;
+            let ((peaks, skipped), digest) = r?;
+            for (name, k) in skipped {
+                *unknown.entry(name).or_default() += k;
+            }
             let class = b * BATCH + j;
             if peaks.is_empty() {
                 warn(format!("{}: no peaks (experiment '{}', class {class})", src.path.display(), src.experiment));
@@ -573,7 +619,19 @@ fn read_all_peaks(
         }
     }
     pb.finish_and_clear();
-    Ok((counts, sources))
+    if !unknown.is_empty() {
+        let mut list: Vec<String> = unknown.iter().take(10).map(|(c, k)| format!("{c} ({k})")).collect();
+        if unknown.len() > 10 {
+            list.push(format!("and {} more contigs", unknown.len() - 10));
+        }
+        warn(format!(
+            "skipped {} peak(s) on {} contig(s) not in the FASTA (--skip-unknown-contigs): {}",
+            unknown.values().sum::<u64>(),
+            unknown.len(),
+            list.join(", ")
+        ));
+    }
+    Ok((counts, sources, unknown))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -139,9 +139,8 @@ pub fn run(args: &AttributeArgs) -> Result<()> {
     let genome = match &args.genome {
         Some(g) => Genome::Fasta(IndexedFasta::open(g)?),
         None => {
-            let text = crate::train::checkpoint::stored_config(&args.checkpoint)?;
-            let cfg = crate::config::Config::parse(&text, &args.checkpoint, &[])?;
-            let dir = args.dataset.clone().unwrap_or(cfg.data.dataset);
+            let dir =
+                crate::train::load_model::checkpoint_config(&args.checkpoint, args.dataset.as_deref())?.data.dataset;
             Genome::Dataset(Box::new(crate::data::dataset::Dataset::open(&dir)?))
         }
     };

@@ -212,6 +212,18 @@ impl Genome {
         Ok(regions)
     }
 
+    /// (name, length) of every contig, in file order.
+    pub fn contigs(&self) -> Vec<(String, u64)> {
+        match self {
+            Genome::Fasta(f) => {
+                let mut v: Vec<&FaiEntry> = f.contigs.values().collect();
+                v.sort_by_key(|e| e.offset);
+                v.into_iter().map(|e| (e.name.clone(), e.length)).collect()
+            }
+            Genome::Dataset(ds) => ds.manifest().contigs.iter().map(|c| (c.name.clone(), c.length)).collect(),
+        }
+    }
+
     /// Length of `contig`, if present.
     pub fn contig_len(&self, contig: &str) -> Option<u64> {
         match self {

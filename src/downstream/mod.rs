@@ -4,7 +4,7 @@
 //!
 //! Everything runs on the CPU backend in evaluation mode (BatchNorm running statistics). Shared pieces: `model`
 //! (checkpoint -> features and head), `seq` (windows -> shift x strand token passes), `genome` (indexed FASTA,
-//! BED, small FASTA files), `table` (TSV columns).
+//! BED, small FASTA files), `table` (TSV columns), `vcf`/`vcf_out` (VCF in, VEPs as VCF INFO out).
 
 pub mod attribute;
 pub mod embed;
@@ -18,6 +18,7 @@ pub mod model;
 pub mod seq;
 pub mod table;
 pub mod vcf;
+pub mod vcf_out;
 pub mod vep;
 
 /// A command-line count checked against its range, naming the option (sizes the tools allocate by).

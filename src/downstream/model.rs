@@ -7,12 +7,10 @@
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
-use crate::config::Config;
 use crate::data::dataset::Dataset;
 use crate::data::window::N_TOKEN;
 use crate::error::{MfdError, Result};
 use crate::model::mfd::Mfd;
-use crate::train::checkpoint;
 use std::path::Path;
 
 pub struct Inference {
@@ -55,11 +53,7 @@ impl Inference {
     /// Load `checkpoint` (its stored config names the model and the dataset whose metadata built the head;
     /// `dataset` overrides that directory).
     pub fn load(checkpoint: &Path, dataset: Option<&Path>) -> Result<Self> {
-        let text = checkpoint::stored_config(checkpoint)?;
-        let mut cfg = Config::parse(&text, checkpoint, &[])?;
-        if let Some(d) = dataset {
-            cfg.data.dataset = d.to_path_buf();
-        }
+        let cfg = crate::train::load_model::checkpoint_config(checkpoint, dataset)?;
         let ds = Dataset::open(&cfg.data.dataset)?;
         let (model, _) = crate::train::load_model::load_cpu_model(&cfg, &ds, checkpoint)?;
         Self::from_model(model, cfg.model.seq_len, ds.manifest().classes.clone())

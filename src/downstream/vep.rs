@@ -14,6 +14,7 @@ use crate::downstream::genome::{Genome, IndexedFasta};
 use crate::downstream::model::{Inference, Scale};
 use crate::downstream::seq::{code, mean_groups, push_passes, Passes};
 use crate::downstream::vcf::{Variant, VcfReader};
+use crate::downstream::vcf_out::{self, OutFormat, Sink};
 use crate::error::{IoContext, MfdError, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,12 +30,16 @@ pub struct VepArgs {
     /// Variants (VCF; plain, gzip or bgzip).
     #[arg(long)]
     pub vcf: PathBuf,
-    /// Indexed genome FASTA (.fai beside it) the VCF refers to.
-    #[arg(long)]
-    pub fasta: PathBuf,
-    /// Output TSV (OUT.skipped.tsv and OUT.summary.json beside it).
+    /// Reference genome: indexed FASTA (.fai beside it) the VCF refers to (`--fasta` is the old name).
+    #[arg(long, visible_alias = "fasta", value_name = "GENOME")]
+    pub genome: PathBuf,
+    /// Output: TSV, or VCF when the name ends in .vcf.gz (bgzip, tabix-ready for a sorted input) or .vcf
+    /// (OUT.skipped.tsv and OUT.summary.json beside it).
     #[arg(long)]
     pub out: PathBuf,
+    /// Output format, tsv or vcf (default: from the --out name; a VCF is bgzip-compressed unless named .vcf).
+    #[arg(long)]
+    pub format: Option<String>,
     /// Shifted crops averaged per strand (the reference's gnomAD setting: 7).
     #[arg(long, default_value_t = 7)]
     pub shifts: usize,
@@ -223,7 +228,7 @@ fn row(v: &Variant, sc: &VepScores, reduce: ClassReduce, c: usize) -> String {
 pub fn run(args: &VepArgs) -> Result<VepSummary> {
     let mut inf = Inference::load(&args.checkpoint, args.dataset.as_deref())?;
     inf.batch = crate::downstream::check_arg("--batch", args.batch, 1, 65_536)?.max(2);
-    let genome = Genome::Fasta(IndexedFasta::open(&args.fasta)?);
+    let genome = Genome::Fasta(IndexedFasta::open(&args.genome)?);
     let opts = VepOptions {
         passes: Passes {
             shifts: crate::downstream::check_arg("--shifts", args.shifts, 1, 4096)?,
@@ -233,7 +238,8 @@ pub fn run(args: &VepArgs) -> Result<VepSummary> {
         reduce: ClassReduce::parse(&args.classes)?,
         max_indel: crate::downstream::check_arg("--max-indel", args.max_indel, 0, 100_000)?,
     };
-    let s = run_with(&mut inf, &genome, &args.vcf, &args.out, opts)?;
+    let format = OutFormat::parse(args.format.as_deref(), &args.out)?;
+    let s = run_with_format(&mut inf, &genome, &args.vcf, &args.out, opts, format)?;
     eprintln!(
         "mfd: scored {} of {} alleles ({} from multi-allelic records); skipped: {} REF mismatches, {} unknown contigs, {} too long, {} unsupported alleles",
         s.scored, s.records_alleles, s.multiallelic_alleles, s.ref_mismatch, s.unknown_contig, s.too_long, s.unsupported_allele
@@ -250,17 +256,29 @@ pub struct VepOptions {
     pub max_indel: usize,
 }
 
-/// OUT.skipped.tsv and OUT.summary.json for the output OUT(.tsv).
+/// OUT.skipped.tsv and OUT.summary.json for the output OUT(.tsv|.vcf|.vcf.gz).
 pub fn side_paths(out: &Path) -> (PathBuf, PathBuf) {
     let s = out.to_string_lossy();
-    let stem = s.trim_end_matches(".tsv");
+    let stem = [".tsv", ".vcf.gz", ".vcf.bgz", ".vcf"].iter().find_map(|x| s.strip_suffix(x)).unwrap_or(&s);
     (PathBuf::from(format!("{stem}.skipped.tsv")), PathBuf::from(format!("{stem}.summary.json")))
 }
 
-/// The streaming loop, for a loaded model and genome.
+/// The streaming loop, for a loaded model and genome; the format follows the name of `out` (`OutFormat::parse`).
 pub fn run_with(inf: &mut Inference, genome: &Genome, vcf: &Path, out: &Path, o: VepOptions) -> Result<VepSummary> {
+    run_with_format(inf, genome, vcf, out, o, OutFormat::parse(None, out)?)
+}
+
+/// `run_with` writing `format`.
+pub fn run_with_format(
+    inf: &mut Inference,
+    genome: &Genome,
+    vcf: &Path,
+    out: &Path,
+    o: VepOptions,
+    format: OutFormat,
+) -> Result<VepSummary> {
     let tmp = tmp_path(out);
-    let res = run_inner(inf, genome, vcf, out, &tmp, o);
+    let res = run_inner(inf, genome, vcf, out, &tmp, o, format);
     if res.is_err() {
         // No partial output is left behind on any error.
         let _ = std::fs::remove_file(&tmp);
@@ -275,12 +293,17 @@ fn run_inner(
     out: &Path,
     tmp: &Path,
     o: VepOptions,
+    format: OutFormat,
 ) -> Result<VepSummary> {
     let mut reader = VcfReader::open(vcf)?;
     let (skipped_path, summary_path) = side_paths(out);
     let tmp = tmp.to_path_buf();
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
-    w.write_all(header(inf, o.reduce).as_bytes()).at(&tmp)?;
+    let mut w = Sink::create(&tmp, format == OutFormat::Vcf { bgzip: true })?;
+    let head = match format {
+        OutFormat::Tsv => header(inf, o.reduce),
+        OutFormat::Vcf { .. } => vcf_out::header(inf, o.reduce, o.scale, genome),
+    };
+    w.write_all(head.as_bytes()).at(&tmp)?;
     let mut skipped = String::from("chrom\tpos\tid\tref\talt\tallele\tline\treason\tgenome_ref\n");
     let mut sum = VepSummary::default();
     let bar = indicatif::ProgressBar::new(reader.file_len);
@@ -297,7 +320,11 @@ fn run_inner(
     let flush = |pending: &mut Vec<(Variant, WindowPair)>, w: &mut dyn Write, inf: &mut Inference| -> Result<()> {
         let pairs: Vec<WindowPair> = pending.iter().map(|(_, p)| p.clone()).collect();
         for ((v, _), sc) in pending.iter().zip(score_pairs(inf, &pairs, o.passes, o.scale)?) {
-            w.write_all(row(v, &sc, o.reduce, inf.c).as_bytes()).at(&tmp)?;
+            let line = match format {
+                OutFormat::Tsv => row(v, &sc, o.reduce, inf.c),
+                OutFormat::Vcf { .. } => vcf_out::record(v, &sc, o.reduce, inf.c),
+            };
+            w.write_all(line.as_bytes()).at(&tmp)?;
         }
         pending.clear();
         Ok(())
@@ -343,8 +370,7 @@ fn run_inner(
         flush(&mut pending, &mut w, inf)?;
     }
     bar.finish_and_clear();
-    w.flush().at(&tmp)?;
-    drop(w);
+    w.finish(&tmp)?;
     std::fs::rename(&tmp, out).at(out)?;
     write_atomic(&skipped_path, skipped.as_bytes())?;
     let json = serde_json::to_string_pretty(&sum).map_err(|e| MfdError::other(e.to_string()))?;

@@ -23,6 +23,10 @@ pub enum VarType {
     Int,
     #[serde(rename = "date.year")]
     DateYear,
+    /// An age as the ENCODE portal writes it ("14 years", "8 weeks", "90 or above", "unknown"), in years, z-scored;
+    /// missing ages are 0 (the mean) and flagged in a second column `<name>:missing` (present when any is missing).
+    #[serde(rename = "age.years")]
+    AgeYears,
 }
 
 /// The learnable intermediate transform applied to a variable's encoding.
@@ -51,6 +55,10 @@ pub struct Variable {
     /// Output width k of `embed` (required) or `linear` (optional; defaults to the input width).
     #[serde(default)]
     pub dim: Option<usize>,
+    /// Metadata columns to read, the first the table has (e.g. the ENCODE portal's name, then the reference's);
+    /// empty: the variable's own name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +83,9 @@ pub struct MappingConfig {
 
 /// The default mapping (the reference's sample config, mfd-spec.md 3.5), embedded so `mfd train` works anywhere.
 pub const DEFAULT_MAPPING: &str = include_str!("../../configs/metadata_mapping.toml");
+
+/// The mapping for the ENCODE portal's metadata.tsv (its column names; the reference's names as fallbacks).
+pub const ENCODE_MAPPING: &str = include_str!("../../configs/encode_mapping.toml");
 
 impl MappingConfig {
     pub fn parse(text: &str, source: &Path) -> Result<Self> {
@@ -210,20 +221,27 @@ impl MetadataTable {
         self.rows.len()
     }
 
-    fn column(&self, name: &str) -> Result<usize> {
-        self.header.iter().position(|h| h == name).ok_or_else(|| {
+    /// The column of variable `name`: the first of `columns` present (`name` itself when empty).
+    fn column(&self, name: &str, columns: &[String]) -> Result<usize> {
+        let own = [name.to_string()];
+        let wanted = if columns.is_empty() { &own[..] } else { columns };
+        wanted.iter().find_map(|c| self.header.iter().position(|h| h == c)).ok_or_else(|| {
             MfdError::input(
                 &self.source,
                 Some(1),
                 Some(name),
-                format!("column used by the metadata mapping is missing; columns: {}", self.header.join(", ")),
+                format!(
+                    "column used by the metadata mapping is missing (looked for {}); columns: {}",
+                    wanted.join(" / "),
+                    self.header.join(", ")
+                ),
             )
         })
     }
 
     /// Encode one variable (see the module doc).
     pub fn encode(&self, name: &str, var: &Variable) -> Result<EncodedVar> {
-        let col = self.column(name)?;
+        let col = self.column(name, &var.columns)?;
         let raw: Vec<&str> = self.rows.iter().map(|r| r[col].as_str()).collect();
         match var.var_type {
             VarType::Category => Ok(multi_hot(name, &raw, |s| s.split(',').map(str::to_string).collect())),
@@ -259,15 +277,72 @@ impl MetadataTable {
                     })?;
                     xs.push(v);
                 }
-                let n = xs.len() as f64;
-                let mean = xs.iter().sum::<f64>() / n;
-                let std = (xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
-                // A constant column z-scores to 0/0 in the reference (NaN); we use 0, and say so in the docs.
-                let values = xs.iter().map(|x| if std > 0.0 { ((x - mean) / std) as f32 } else { 0.0 }).collect();
+                let values = z_scores(&xs.iter().map(|&x| Some(x)).collect::<Vec<_>>());
                 Ok(EncodedVar { name: name.to_string(), vocab: vec![name.to_string()], values })
+            }
+            VarType::AgeYears => {
+                let mut ages = Vec::with_capacity(raw.len());
+                for (i, s) in raw.iter().enumerate() {
+                    ages.push(parse_age_years(s).map_err(|msg| {
+                        MfdError::input(&self.source, Some(i as u64 + 2), Some(name), format!("'{s}': {msg}"))
+                    })?);
+                }
+                let z = z_scores(&ages);
+                if ages.iter().all(Option::is_some) {
+                    return Ok(EncodedVar { name: name.to_string(), vocab: vec![name.to_string()], values: z });
+                }
+                let values = z.iter().zip(&ages).flat_map(|(&v, a)| [v, if a.is_none() { 1.0 } else { 0.0 }]).collect();
+                Ok(EncodedVar {
+                    name: name.to_string(),
+                    vocab: vec![name.to_string(), format!("{name}:missing")],
+                    values,
+                })
             }
         }
     }
+}
+
+/// Z-scores with the population std of the present values; missing values (and a constant column, which is 0/0
+/// in the reference) give 0.
+fn z_scores(xs: &[Option<f64>]) -> Vec<f32> {
+    let present: Vec<f64> = xs.iter().flatten().copied().collect();
+    let n = present.len().max(1) as f64;
+    let mean = present.iter().sum::<f64>() / n;
+    let std = (present.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+    xs.iter().map(|x| x.filter(|_| std > 0.0).map_or(0.0, |x| ((x - mean) / std) as f32)).collect()
+}
+
+/// An age in years from the ENCODE portal's forms: "14 years", "8 weeks", "3 days", "6 months", a range
+/// "20-25 years" (its midpoint), "90 or above" (90), a bare number (years); None for "unknown", "" or "nan".
+pub fn parse_age_years(s: &str) -> std::result::Result<Option<f64>, String> {
+    let t = s.trim().to_ascii_lowercase();
+    if matches!(t.as_str(), "" | "unknown" | "nan" | "na" | "n/a" | "not reported") {
+        return Ok(None);
+    }
+    let bad =
+        || "not an age (expected e.g. '14 years', '8 weeks', '20-25 years', '90 or above', 'unknown')".to_string();
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (t[..i].trim(), t[i..].trim()),
+        None => (t.as_str(), ""),
+    };
+    let (num, unit) = match unit.strip_prefix("or above").or_else(|| unit.strip_prefix("or older")) {
+        Some(rest) => (num, rest.trim()),
+        None => (num, unit),
+    };
+    let years_per_unit = match unit.trim_end_matches('s') {
+        "" | "year" => 1.0,
+        "month" => 1.0 / 12.0,
+        "week" => 7.0 / 365.25,
+        "day" => 1.0 / 365.25,
+        "hour" => 1.0 / (365.25 * 24.0),
+        _ => return Err(bad()),
+    };
+    let parse = |x: &str| x.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+    let value = match num.split_once('-') {
+        Some((a, b)) => (parse(a).ok_or_else(bad)? + parse(b).ok_or_else(bad)?) / 2.0,
+        None => parse(num).ok_or_else(bad)?,
+    };
+    Ok(Some(value * years_per_unit))
 }
 
 fn parse_year(s: &str) -> Option<i32> {
@@ -317,12 +392,18 @@ mod tests {
     fn category_is_comma_split_multi_hot_over_sorted_vocab() {
         let (_d, t) = table(&["E1\tliver,blood\t1\t2012-03-04", "E2\tblood\t2\t2016-01-01", "E3\t\t3\t2012"]);
         let v = t
-            .encode("organ", &Variable { var_type: VarType::Category, transform: Transform::Multihot, dim: None })
+            .encode(
+                "organ",
+                &Variable { var_type: VarType::Category, transform: Transform::Multihot, dim: None, columns: vec![] },
+            )
             .unwrap();
         assert_eq!(v.vocab, vec!["blood", "liver", "nan"]);
         assert_eq!(v.values, vec![1., 1., 0., 1., 0., 0., 0., 0., 1.]);
         let y = t
-            .encode("date", &Variable { var_type: VarType::DateYear, transform: Transform::Linear, dim: None })
+            .encode(
+                "date",
+                &Variable { var_type: VarType::DateYear, transform: Transform::Linear, dim: None, columns: vec![] },
+            )
             .unwrap();
         assert_eq!(y.vocab, vec!["2012", "2016"]);
         assert_eq!(y.values, vec![1., 0., 0., 1., 1., 0.]);
@@ -331,7 +412,12 @@ mod tests {
     #[test]
     fn numbers_are_z_scored_with_population_std() {
         let (_d, t) = table(&["E1\ta\t1\t2012", "E2\ta\t2\t2012", "E3\ta\t3\t2012"]);
-        let v = t.encode("age", &Variable { var_type: VarType::Float, transform: Transform::Null, dim: None }).unwrap();
+        let v = t
+            .encode(
+                "age",
+                &Variable { var_type: VarType::Float, transform: Transform::Null, dim: None, columns: vec![] },
+            )
+            .unwrap();
         let s = (2.0f64 / 3.0).sqrt();
         let want = [-1.0 / s, 0.0, 1.0 / s];
         for (a, b) in v.values.iter().zip(want) {
@@ -343,20 +429,77 @@ mod tests {
     fn bad_values_name_file_line_and_column() {
         let (_d, t) = table(&["E1\ta\tx\t2012", "E2\ta\t2\tlast year"]);
         let e = t
-            .encode("age", &Variable { var_type: VarType::Float, transform: Transform::Null, dim: None })
+            .encode(
+                "age",
+                &Variable { var_type: VarType::Float, transform: Transform::Null, dim: None, columns: vec![] },
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("metadata.tsv:2") && e.contains("age"), "{e}");
         let e = t
-            .encode("date", &Variable { var_type: VarType::DateYear, transform: Transform::Null, dim: None })
+            .encode(
+                "date",
+                &Variable { var_type: VarType::DateYear, transform: Transform::Null, dim: None, columns: vec![] },
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("metadata.tsv:3") && e.contains("date"), "{e}");
         let e = t
-            .encode("lab", &Variable { var_type: VarType::Category, transform: Transform::Null, dim: None })
+            .encode(
+                "lab",
+                &Variable { var_type: VarType::Category, transform: Transform::Null, dim: None, columns: vec![] },
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn ages_in_the_portal_forms() {
+        let y = |s: &str| parse_age_years(s).unwrap();
+        assert_eq!(y("14 years"), Some(14.0));
+        assert_eq!(y("1 year"), Some(1.0));
+        assert_eq!(y("90 or above"), Some(90.0));
+        assert_eq!(y("90 or above years"), Some(90.0));
+        assert_eq!(y("8 weeks"), Some(8.0 * 7.0 / 365.25));
+        assert_eq!(y("6 months"), Some(0.5));
+        assert_eq!(y("20-25 years"), Some(22.5));
+        assert_eq!(y(" 37 "), Some(37.0));
+        for missing in ["unknown", "Unknown", "", "nan"] {
+            assert_eq!(y(missing), None, "{missing:?}");
+        }
+        for bad in ["old", "14 eons", "-3 years", "x-5 years", "inf years"] {
+            assert!(parse_age_years(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn encode_mapping_on_a_portal_table() {
+        let m = MappingConfig::parse(ENCODE_MAPPING, Path::new("configs/encode_mapping.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metadata.tsv");
+        std::fs::write(
+            &p,
+            "File accession\tAssay\tBiosample term name\tExperiment target\tLab\tExperiment date released\tBiosample age\n\
+             ENCFF1\tTF ChIP-seq\tK562\tCTCF-human\tMichael Snyder, Stanford\t2012-02-08\t53 years\n\
+             ENCFF2\tDNase-seq\tliver\t\tJohn Stam, UW\t2016-12-01\t90 or above\n\
+             ENCFF3\tATAC-seq\theart left ventricle\t\tMichael Snyder, Stanford\t2020-05-01\tunknown\n",
+        )
+        .unwrap();
+        let classes: Vec<String> = ["ENCFF1", "ENCFF2", "ENCFF3"].map(String::from).to_vec();
+        let t = MetadataTable::load(&p, &classes).unwrap();
+        for name in m.used_variables() {
+            t.encode(&name, &m.variables[&name]).unwrap();
+        }
+        let age = t.encode("age", &m.variables["age"]).unwrap();
+        assert_eq!(age.vocab, vec!["age", "age:missing"]);
+        assert_eq!((age.values[0], age.values[2]), (-1.0, 1.0)); // 53 and 90 z-scored over the two present
+        assert_eq!(&age.values[4..], &[0.0, 1.0]);
+        let target = t.encode("target", &m.variables["target"]).unwrap();
+        assert_eq!(target.vocab, vec!["CTCF-human", "nan"]);
+        // A table without the column names the variable and what was looked for.
+        let e = t.encode("x", &Variable { columns: vec!["Lab2".into()], ..m.variables["lab"].clone() }).unwrap_err();
+        assert!(e.to_string().contains("looked for Lab2"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,6 @@ use crate::config::Config;
 use crate::data::dataset::Dataset;
 use crate::data::manifest::{SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL};
 use crate::error::{MfdError, Result};
-use crate::train::checkpoint;
 use crate::train::evaluate::evaluate_sharded;
 use crate::train::trainer::{Resume, TrainOptions};
 use std::path::PathBuf;
@@ -94,7 +93,8 @@ pub struct EvalArgs {
     /// Checkpoint (.safetensors) written by `mfd train`.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Prepared dataset directory (defaults to the one in the checkpoint's config).
+    /// Prepared dataset directory (default: the one in the checkpoint's config; a relative one is looked up from
+    /// here, from where training ran and from the run directory).
     #[arg(long)]
     pub dataset: Option<PathBuf>,
     /// Split: train, val or test.
@@ -112,11 +112,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 }
 
 fn eval_on(args: &EvalArgs, comm: &dyn crate::dist::Comm) -> Result<()> {
-    let text = checkpoint::stored_config(&args.checkpoint)?;
-    let mut cfg = Config::parse(&text, &args.checkpoint, &[])?;
-    if let Some(d) = &args.dataset {
-        cfg.data.dataset = d.clone();
-    }
+    let cfg = crate::train::load_model::checkpoint_config(&args.checkpoint, args.dataset.as_deref())?;
     let split = match args.split.as_str() {
         "train" => SPLIT_TRAIN,
         "val" => SPLIT_VAL,

@@ -23,7 +23,7 @@ use crate::error::{IoContext, MfdError, Result};
 use crate::model::mfd::Mfd;
 use crate::model::params::Group;
 use crate::rng::Rng;
-use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::checkpoint::Checkpoint;
 use crate::train::optim::optimisers;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -260,11 +260,7 @@ pub fn read_batch(path: &Path, t: usize, o: usize) -> Result<Batch> {
 
 /// Load a checkpoint's config and values into a CPU model (metadata from `dataset` or the config's dataset).
 pub fn load_model(ckpt: &Path, dataset: Option<&Path>) -> Result<Loaded> {
-    let text = checkpoint::stored_config(ckpt)?;
-    let mut cfg = Config::parse(&text, ckpt, &[])?;
-    if let Some(d) = dataset {
-        cfg.data.dataset = d.to_path_buf();
-    }
+    let cfg = crate::train::load_model::checkpoint_config(ckpt, dataset)?;
     let ds = Dataset::open(&cfg.data.dataset)?;
     let (model, ck) = crate::train::load_model::load_cpu_model_with_optim(&cfg, &ds, ckpt)?;
     Ok(Loaded { dataset: cfg.data.dataset.clone(), cfg, model, ck })
@@ -427,9 +423,8 @@ pub fn pick_tiles(ds: &Dataset, split: &str, n: usize, seed: u64) -> Result<Vec<
 
 pub fn run(args: &StepDumpArgs) -> Result<()> {
     if args.make_batch {
-        let text = checkpoint::stored_config(&args.checkpoint)?;
-        let cfg = Config::parse(&text, &args.checkpoint, &[])?;
-        let ds = Dataset::open(args.dataset.as_ref().unwrap_or(&cfg.data.dataset))?;
+        let cfg = crate::train::load_model::checkpoint_config(&args.checkpoint, args.dataset.as_deref())?;
+        let ds = Dataset::open(&cfg.data.dataset)?;
         let idx = pick_tiles(&ds, &args.split, args.n, args.seed)?;
         let batch = batch_from_dataset(&ds, &idx, cfg.model.seq_len)?;
         write_batch(&args.out, &batch)?;

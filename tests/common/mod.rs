@@ -24,8 +24,14 @@ pub struct Fixture {
 impl Fixture {
     /// Run the `mfd prepare` binary on the fixture's inputs.
     pub fn run_prepare_cli(&self) -> std::process::Output {
+        self.run_prepare_cli_with(&[])
+    }
+    /// `run_prepare_cli` with `extra` arguments first.
+    pub fn run_prepare_cli_with(&self, extra: &[&str]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_mfd"))
-            .args(["prepare", "--fasta"])
+            .arg("prepare")
+            .args(extra)
+            .arg("--genome")
             .arg(&self.fasta)
             .arg("--peaks")
             .arg(&self.peaks)
