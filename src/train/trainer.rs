@@ -142,6 +142,10 @@ pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainO
     let mut tr = Training::setup(be, comm, cfg, opts)?;
     tr.announce();
     let stop = tr.train_epochs()?;
+    // Reached only when every step's check passed (a mismatch is an error).
+    if tr.rank0 && tr.world > 1 && crate::dist::checks::sync_check_enabled() {
+        eprintln!("mfd: parameters identical on all {} ranks after each of {} steps", tr.world, tr.pos.global_step);
+    }
     let best_ck = tr.best.first().map(|(_, p)| p.clone());
     let mut summary = RunSummary {
         out: cfg.train.out.clone(),
@@ -290,12 +294,6 @@ impl<B: Backend> Training<'_, B> {
             self.validate_and_checkpoint(epoch)?;
         }
         progress.finish();
-        if self.rank0 && check_sync {
-            eprintln!(
-                "mfd: parameters identical on all {} ranks after each of {} steps",
-                self.world, self.pos.global_step
-            );
-        }
         Ok(Stop::Done)
     }
 
