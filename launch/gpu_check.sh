@@ -134,7 +134,7 @@ fi
   echo
   echo '```'
   (nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available")
-  grep -h -o -m1 -E "backend cuda \([^)]*\)\)?" "$WORK"/*.log 2>/dev/null | head -1
+  grep -h -o -m1 -E "backend cuda \(.*\)$" "$WORK"/*.log 2>/dev/null | head -1
   echo '```'
   echo
   cat "$WORK/status.md"
