@@ -313,7 +313,7 @@ mod tests {
     /// Writes a demo event file for TensorBoard's own reader (bench/check_tensorboard.py):
     /// `MFD_TB_DEMO=/tmp/tb cargo test --lib tensorboard::tests::demo -- --ignored`.
     #[test]
-    #[ignore]
+    #[ignore = "writes a demo event file for TensorBoard's reader; run by hand (see the doc comment)"]
     fn demo() {
         let dir = PathBuf::from(std::env::var("MFD_TB_DEMO").unwrap_or_else(|_| "/tmp/mfd-tb-demo".into()));
         let mut w = TbWriter::create(&dir).unwrap();
