@@ -74,6 +74,11 @@ pub struct AdversaryConfig {
     /// Adversary steps per model step (num_steps_discriminator).
     #[serde(default = "one_usize")]
     pub steps_per_model_step: usize,
+    /// Take the adversary's gradient from the model step's backward through the predictors (same features, same
+    /// predictor weights, so the same gradient up to the factor -1/lambda) instead of recomputing the predictors'
+    /// forward and backward in the adversary step. false = the reference's literal schedule (the step oracle).
+    #[serde(default = "yes")]
+    pub reuse_model_backward: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -41,7 +41,6 @@ fn one_step<Be: Backend>(be: &Be, tokens: &[u8], labels: &[u8]) -> Vec<(String, 
     for (name, v) in names.iter().zip(m.params.to_host(be).unwrap()) {
         out.push((format!("param {name}"), v));
     }
-    m.params.zero_grads(be, Group::Adversary).unwrap();
     let adv = m.adversary_loss_backward(be, B, &mut NoReduce).unwrap();
     out.push(("adversary loss".to_string(), vec![adv]));
     for ((name, g), &is_model) in names.iter().zip(m.params.grads_to_host(be).unwrap()).zip(&model_group) {

@@ -99,13 +99,14 @@ fn model_loss_gradient_matches_finite_differences() {
     assert!(failures.is_empty(), "{} of {checked} tensors disagree:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// Both schedules: with reuse the analytic gradient is the one the model backward left; literal recomputes it.
 #[test]
 fn adversary_loss_gradient_matches_finite_differences() {
-    for shared in [false, true] {
+    for (shared, reuse) in [(false, true), (true, true), (false, false), (true, false)] {
         let (be, mut m) = tiny_model(shared);
+        m.reuse_adversary_backward = reuse;
         let (_tok, t, l) = batch(&be, 12);
         model_loss(&be, &mut m, &t, &l);
-        m.params.zero_grads(&be, Group::Adversary).unwrap();
         m.adversary_loss_backward(&be, B, &mut NoReduce).unwrap();
         let grads = m.params.grads_to_host(&be).unwrap();
         let values = m.params.to_host(&be).unwrap();
@@ -120,7 +121,6 @@ fn adversary_loss_gradient_matches_finite_differences() {
             let analytic: f64 = grads[i].iter().zip(&v).map(|(g, d)| *g as f64 * *d as f64).sum();
             let mut loss_at = |e: f32| {
                 perturb(&be, &mut m, i, &values[i], &v, e);
-                m.params.zero_grads(&be, Group::Adversary).unwrap();
                 m.adversary_loss_backward(&be, B, &mut NoReduce).unwrap() as f64
             };
             let fds: Vec<f64> = STEPS.iter().map(|&e| (loss_at(e) - loss_at(-e)) / (2.0 * e as f64)).collect();
@@ -135,6 +135,6 @@ fn adversary_loss_gradient_matches_finite_differences() {
             checked += 1;
         }
         assert!(checked >= 10);
-        assert!(failures.is_empty(), "shared={shared}: {}", failures.join("\n"));
+        assert!(failures.is_empty(), "shared={shared} reuse={reuse}: {}", failures.join("\n"));
     }
 }

@@ -82,6 +82,7 @@ fn dump_equals_a_direct_model_call_and_the_training_tokens() {
     let be = CpuBackend;
     let mut direct = load_model(&s.ckpt, None).unwrap();
     let m = &mut direct.model;
+    m.reuse_adversary_backward = false; // the dump runs the reference's literal schedule
     m.params.zero_grads(&be, Group::Model).unwrap();
     m.params.zero_grads(&be, Group::Adversary).unwrap();
     let bits = pack_labels(&b.labels, b.b, b.o, Path::new("batch")).unwrap();

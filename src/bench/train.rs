@@ -79,7 +79,6 @@ pub fn bench_train<B: Backend>(be: &B, peak: &Peak, args: &BenchArgs) -> Result<
             m.params.zero_grads(be, Group::Model)?;
             m.model_loss_backward(be, &t, &l, b, 0.01, true, &mut NoReduce)?;
             opt.update(be, &mut m.params)?;
-            m.params.zero_grads(be, Group::Adversary)?;
             m.adversary_loss_backward(be, b, &mut NoReduce)?;
             opt_adv.update(be, &mut m.params)
         };

@@ -303,6 +303,7 @@ mod tests {
             shared_predictor: false,
             lr: 1e-3,
             steps_per_model_step: 1,
+            reuse_model_backward: true,
         };
         let be = CpuBackend;
         let model = Mfd::new(&be, &mcfg, &acfg, &mapping, &table, 8, 3).unwrap();

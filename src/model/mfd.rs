@@ -49,6 +49,12 @@ pub struct Mfd<B: Backend> {
     pub c: usize,
     pub o: usize,
     pub row_bytes: usize,
+    /// `adversary.reuse_model_backward`: the model backward also leaves the adversary's gradient (see
+    /// `adversary_loss_backward`); false runs the reference's literal schedule.
+    pub reuse_adversary_backward: bool,
+    /// The adversary loss -(R2_bio + R2_tech) of the last model forward when its gradient is already in the
+    /// adversaries' gradient tensors (reuse), until `adversary_loss_backward` takes it.
+    adversary_ready: Option<f32>,
     bufs: Option<Buffers<B>>,
 }
 
@@ -156,7 +162,20 @@ impl<B: Backend> Mfd<B> {
         }
         let host = t.init_host(seed);
         let params = Params::new(be, t, &host)?;
-        Ok(Mfd { params, trunk, hyper, head_bias, adv_bio, adv_tech, c, o, row_bytes, bufs: None })
+        Ok(Mfd {
+            params,
+            trunk,
+            hyper,
+            head_bias,
+            adv_bio,
+            adv_tech,
+            c,
+            o,
+            row_bytes,
+            reuse_adversary_backward: acfg.reuse_model_backward,
+            adversary_ready: None,
+            bufs: None,
+        })
     }
 
     fn ensure_buffers(&mut self, be: &B, b: usize) -> Result<()> {
@@ -257,6 +276,11 @@ impl<B: Backend> Mfd<B> {
         hook: &mut dyn GradReady<B>,
     ) -> Result<LossTerms> {
         self.forward_features(be, tokens, b, true, red)?;
+        let reuse = self.reuse_adversary_backward && self.adv_bio.is_some();
+        self.adversary_ready = None;
+        if reuse {
+            self.params.zero_grads(be, Group::Adversary)?;
+        }
         let hs = self.head_shape(b);
         let (c, n) = (self.c, b);
         let bufs = self.bufs.as_mut().expect("ensured");
@@ -319,50 +343,59 @@ impl<B: Backend> Mfd<B> {
             &mut bufs.d_f_bio,
             false,
         )?;
-        if lambda != 0.0 {
-            if use_corr || !adv {
-                be.corr_norm_bwd(
-                    cs,
-                    &bufs.f_tech,
-                    &bufs.f_bio,
-                    &bufs.r,
-                    &bufs.corr_stats,
-                    lambda,
-                    &mut bufs.scratch_a,
-                    &mut bufs.scratch_b,
-                    red,
-                )?;
-                be.axpy(1.0, &bufs.scratch_a, &mut bufs.d_f_tech)?;
-                be.axpy(1.0, &bufs.scratch_b, &mut bufs.d_f_bio)?;
-            }
-            if let (Some(ab), Some(at)) = (self.adv_bio.as_mut(), self.adv_tech.as_mut()) {
+        if lambda != 0.0 && (use_corr || !adv) {
+            be.corr_norm_bwd(
+                cs,
+                &bufs.f_tech,
+                &bufs.f_bio,
+                &bufs.r,
+                &bufs.corr_stats,
+                lambda,
+                &mut bufs.scratch_a,
+                &mut bufs.scratch_b,
+                red,
+            )?;
+            be.axpy(1.0, &bufs.scratch_a, &mut bufs.d_f_tech)?;
+            be.axpy(1.0, &bufs.scratch_b, &mut bufs.d_f_bio)?;
+        }
+        if let (Some(ab), Some(at)) = (self.adv_bio.as_mut(), self.adv_tech.as_mut()) {
+            // Literal: back-propagate lambda * R2 (the predictors' gradients are a by-product, discarded by the
+            // adversary step). Reuse: back-propagate -R2, the adversary loss, so the predictors' gradients are the
+            // adversary step's own, and add -lambda times the feature gradients to the model's.
+            let (scale, to_features) = if reuse { (-1.0, -lambda) } else { (lambda, 1.0) };
+            if lambda != 0.0 || reuse {
+                let need_dx = lambda != 0.0;
                 // R2_tech: prediction at(f_bio) against the target f_tech; gradients reach both feature halves.
                 be.r2_score_bwd(
                     rs,
                     at.output(),
                     &bufs.f_tech,
                     &bufs.r2_stats_tech,
-                    lambda,
+                    scale,
                     &mut bufs.scratch_a,
                     &mut bufs.scratch_b,
                     red,
                 )?;
-                be.axpy(1.0, &bufs.scratch_b, &mut bufs.d_f_tech)?;
-                let dx = at.backward(be, p, &bufs.scratch_a, true, red)?;
-                be.axpy(1.0, dx, &mut bufs.d_f_bio)?;
+                let dx = at.backward(be, p, &bufs.scratch_a, need_dx, red)?;
+                if need_dx {
+                    be.axpy(to_features, &bufs.scratch_b, &mut bufs.d_f_tech)?;
+                    be.axpy(to_features, dx, &mut bufs.d_f_bio)?;
+                }
                 be.r2_score_bwd(
                     rs,
                     ab.output(),
                     &bufs.f_bio,
                     &bufs.r2_stats_bio,
-                    lambda,
+                    scale,
                     &mut bufs.scratch_a,
                     &mut bufs.scratch_b,
                     red,
                 )?;
-                be.axpy(1.0, &bufs.scratch_b, &mut bufs.d_f_bio)?;
-                let dx = ab.backward(be, p, &bufs.scratch_a, true, red)?;
-                be.axpy(1.0, dx, &mut bufs.d_f_tech)?;
+                let dx = ab.backward(be, p, &bufs.scratch_a, need_dx, red)?;
+                if need_dx {
+                    be.axpy(to_features, &bufs.scratch_b, &mut bufs.d_f_bio)?;
+                    be.axpy(to_features, dx, &mut bufs.d_f_tech)?;
+                }
             }
         }
         be.channel_copy(
@@ -378,6 +411,9 @@ impl<B: Backend> Mfd<B> {
             false,
         )?;
         self.trunk.backward(be, p, tokens, &bufs.d_features, red, hook)?;
+        if reuse {
+            self.adversary_ready = Some(-(r2_bio + r2_tech));
+        }
         Ok(LossTerms { bce, corr, r2_bio, r2_tech, indep, loss })
     }
 }
@@ -397,12 +433,23 @@ pub struct EvalOut {
 }
 
 impl<B: Backend> Mfd<B> {
-    /// Adversary step: forward both predictors on the features of the last model forward (detached: no gradient
-    /// reaches the trunk) and backward of loss_adv = -(R2_bio + R2_tech) into the predictors' gradients.
+    /// Adversary step: the predictors' gradients (replacing what is in them) of loss_adv = -(R2_bio + R2_tech) on
+    /// the features of the last model forward (detached: no gradient reaches the trunk); returns loss_adv.
+    ///
+    /// Literal schedule (the reference): forward both predictors again in training mode and back-propagate. With
+    /// reuse, the model backward already back-propagated -R2 through the same predictor weights on the same
+    /// features, so the gradients are in place: only the second BatchNorm running-statistics update of the
+    /// literal forward is repeated (from the cached layer inputs), so that the running statistics match too.
     pub fn adversary_loss_backward(&mut self, be: &B, b: usize, red: &mut dyn Reduce) -> Result<f32> {
         let (Some(ab), Some(at)) = (self.adv_bio.as_mut(), self.adv_tech.as_mut()) else { return Ok(0.0) };
-        let bufs = self.bufs.as_mut().expect("model forward before the adversary step");
         let p = &mut self.params;
+        if let Some(loss) = self.adversary_ready.take() {
+            ab.repeat_running_stats(be, p, red)?;
+            at.repeat_running_stats(be, p, red)?;
+            return Ok(loss);
+        }
+        p.zero_grads(be, Group::Adversary)?;
+        let bufs = self.bufs.as_mut().expect("model forward before the adversary step");
         let rs = R2Shape { n: b, c: self.c };
         let pred = ab.forward(be, p, &bufs.f_tech, b, true, red)?;
         let s_bio = be.r2_score_fwd(rs, pred, &bufs.f_bio, &mut bufs.r2_stats_bio, red)?;
@@ -435,6 +482,7 @@ impl<B: Backend> Mfd<B> {
 
     /// Evaluation forward (running BatchNorm statistics, no gradients).
     pub fn eval_forward(&mut self, be: &B, tokens: &B::Bytes, labels: &B::Bytes, b: usize) -> Result<EvalOut> {
+        self.adversary_ready = None;
         let mut red = crate::backend::NoReduce;
         self.forward_features(be, tokens, b, false, &mut red)?;
         let hs = self.head_shape(b);

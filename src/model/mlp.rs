@@ -161,6 +161,31 @@ impl<B: Backend> Mlp<B> {
         Ok(c.zs.last().expect("non-empty"))
     }
 
+    /// Apply the BatchNorm running-statistics update of the last training forward once more, from its cached
+    /// layer inputs (what a second forward of the same input would do to the running statistics; the saved
+    /// moments and normalised outputs are recomputed to the same values).
+    pub fn repeat_running_stats(&mut self, be: &B, p: &mut Params<B>, red: &mut dyn Reduce) -> Result<()> {
+        let c = self.cache.as_mut().expect("forward before repeat_running_stats");
+        for (j, bn) in self.bns.iter().enumerate() {
+            let Some(bn) = *bn else { continue };
+            let bs = BnShape { b: c.n, c: self.linears[j].d_out, l: 1 };
+            let (gamma, beta, rmean, rvar) = bn_tensors(&mut p.values, bn);
+            be.batch_norm_train_fwd(
+                bs,
+                &c.zs[j],
+                gamma,
+                beta,
+                rmean,
+                rvar,
+                &mut c.save_mean[j],
+                &mut c.save_invstd[j],
+                &mut c.ns[j],
+                red,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Backward from dy (N, d_out) through the last forward: parameter gradients accumulated; returns dx (N, d_in)
     /// when `need_dx` (else the returned buffer is not meaningful).
     pub fn backward(

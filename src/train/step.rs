@@ -69,7 +69,6 @@ impl<B: Backend> Training<'_, B> {
                 }
                 Phase::During if model.adv_bio.is_some() => {
                     let t0 = Instant::now();
-                    model.params.zero_grads(be, Group::Adversary)?;
                     let mut red = StatsReduce::new(comm, global_stats);
                     report.adv_loss = model.adversary_loss_backward(be, b_local, &mut red)?;
                     let t1 = Instant::now();

@@ -287,6 +287,9 @@ pub fn step_dump(ld: &mut Loaded, batch: &Batch, mode: Mode, source: &Path) -> R
     let lambda = ld.cfg.loss.lambda_indep as f32;
     let use_corr = ld.cfg.loss.cov_and_adv;
     let m = &mut ld.model;
+    // The reference's literal schedule: the model backward's predictor gradients are lambda * dR2 (dumped as
+    // grad.adversary.*), and the adversary step recomputes the predictors.
+    m.reuse_adversary_backward = false;
     let mut d = Dump::default();
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), DUMP_FORMAT.to_string());
@@ -343,7 +346,6 @@ pub fn step_dump(ld: &mut Loaded, batch: &Batch, mode: Mode, source: &Path) -> R
         // forward, then the adversary update; the model update does not touch the adversary's tensors.
         opt_model.update(&be, &mut m.params)?;
         if m.adv_bio.is_some() {
-            m.params.zero_grads(&be, Group::Adversary)?;
             let adv = m.adversary_loss_backward(&be, b, &mut NoReduce)?;
             scalars.push(("loss.adv", adv));
             let grads = m.params.grads_to_host(&be)?;

@@ -189,6 +189,7 @@ pub fn tiny_mfd<B: mfd::backend::Backend>(be: &B, shared: bool) -> mfd::model::m
         shared_predictor: shared,
         lr: 1e-3,
         steps_per_model_step: 1,
+        reuse_model_backward: true,
     };
     mfd::model::mfd::Mfd::new(be, &mcfg, &acfg, &mapping, &table, 8, 3).unwrap()
 }
