@@ -41,7 +41,23 @@ enum Cmd {
     Attribute(mfd::downstream::attribute::AttributeArgs),
 }
 
+/// A build for x86-64-v3 (.cargo/config.toml) on a CPU without AVX2 would die of an illegal instruction at the
+/// first vectorised loop: say what to do instead.
+fn cpu_supports_this_build() -> Result<(), String> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+        return Err("this build targets x86-64-v3 (AVX2 + FMA), which this CPU lacks; rebuild with \
+                    RUSTFLAGS=\"-C target-cpu=x86-64\" cargo build --release"
+            .into());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
+    if let Err(why) = cpu_supports_this_build() {
+        eprintln!("mfd: {why}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let result = match &cli.cmd {
         Cmd::Synth(a) => mfd::data::synth::run(a),
