@@ -54,6 +54,8 @@ mod labels;
 mod peaks_out;
 mod presets;
 mod programs;
+mod realseq;
+mod scan;
 mod variants;
 
 pub use generate::{generate, Summary, TEST_CONTIGS};
@@ -71,9 +73,11 @@ pub struct SynthArgs {
     /// Random seed; the output is a pure function of (preset, seed).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Size preset: tiny (the embedded default, seconds), bench, genome (hg38-scale, streamed).
+    /// Size preset: tiny (the embedded default, seconds), bench, genome (hg38-scale, streamed), chr20 and
+    /// chr20-small (real GRCh37 chr20 sequence from the vt-examples package; another copy: $MFD_CHR20_FASTA).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+
     /// Only these contigs of the preset (comma-separated), for partial runs and timing; default: all.
     #[arg(long, value_delimiter = ',')]
     pub contigs: Vec<String>,
