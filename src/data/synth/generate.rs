@@ -14,10 +14,11 @@ use super::peaks_out::PeakWriter;
 use super::presets::Preset;
 use super::programs::Biology;
 use super::realseq::{self, RealGenome};
+use super::realvar::resolve_real;
 use super::scan::Scanner;
 use super::variants::{finalize, resolve, Variant};
 use crate::data::binfile::{write_atomic, BinWriter, DType};
-use crate::error::{IoContext, Result};
+use crate::error::{IoContext, MfdError, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -50,6 +51,10 @@ pub struct Real {
 impl Real {
     fn load(p: &Preset, bio: &Biology) -> Result<Option<Real>> {
         let Some(rule) = &p.real else { return Ok(None) };
+        if let Some((name, _)) = p.contigs.iter().find(|c| c.1 > p.chunk_bases) {
+            // The scan and the variants see a whole contig as one chunk.
+            return Err(MfdError::config("preset", format!("contig {name} is longer than chunk_bases")));
+        }
         let genome = realseq::load(&realseq::fasta_path(p.fasta.as_deref()), &p.contigs, rule)?;
         Ok(Some(Real { genome, scanner: Scanner::new(&bio.motifs) }))
     }
@@ -190,6 +195,7 @@ pub fn generate(p: &Preset, seed: u64, dir: &Path) -> Result<Summary> {
     let norm = calibrate(&bio, p, seed, lay, &mut exps, real)?;
     let model = LabelModel { lay, norm: norm.clone(), w: &bio.w, exps: &exps, temperature: p.temperature };
     let o = exps.len();
+    let relevant: Vec<usize> = (0..bio.n_motifs()).filter(|&m| bio.w.iter().any(|r| r[m] > 0.0)).collect();
     let truth = dir.join("truth");
     std::fs::create_dir_all(&truth).at(&truth)?;
 
@@ -254,7 +260,14 @@ pub fn generate(p: &Preset, seed: u64, dir: &Path) -> Result<Summary> {
                 }
             }
             peaks.push(tiles.start, &lab.y, &lab.p)?;
-            resolve(&plan, &model, view, &rows, tiles, &mut vars);
+            match real {
+                Some(r) => {
+                    let per_class = p.variants_per_class / p.real.as_ref().map_or(1, |w| w.all.len().max(1));
+                    let v = resolve_real(&model, &r.scanner, view, &rows, &relevant, seed, ci as u64, per_class);
+                    vars.extend(v);
+                }
+                None => resolve(&plan, &model, view, &rows, tiles, &mut vars),
+            }
             bar.inc(chunk.len() as u64);
             Ok(())
         })?;

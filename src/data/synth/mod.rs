@@ -55,6 +55,7 @@ mod peaks_out;
 mod presets;
 mod programs;
 mod realseq;
+mod realvar;
 mod scan;
 mod variants;
 

@@ -21,7 +21,7 @@ use std::ops::Range;
 /// A, C, G, T frequencies of GRCh37 chr20 outside N (GC 0.44), rounded.
 pub const BACKGROUND: [f64; 4] = [0.28, 0.22, 0.22, 0.28];
 /// Relative scores at or below this give 0.
-pub const REL_FLOOR: f32 = 0.70;
+pub const REL_FLOOR: f32 = 0.85;
 /// Site strength of a consensus match (comparable to 1-2 planted counts of the other presets).
 pub const SCALE: f32 = 2.0;
 const BLOCK: u64 = 64;
@@ -105,6 +105,14 @@ impl Scanner {
             b += r[j * 4 + c];
         }
         Some(if b > a { (b, true) } else { (a, false) })
+    }
+
+    /// Log-odds of `base` (ASCII) at site-oriented column `j` of motif `m` (the + strand PWM).
+    pub fn column_score(&self, m: usize, j: u64, base: u8) -> f32 {
+        match code(base) {
+            4 => f32::NEG_INFINITY,
+            c => self.fwd[m][j as usize * 4 + c],
+        }
     }
 
     /// Site strength B of a score.
