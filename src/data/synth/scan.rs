@@ -140,8 +140,8 @@ impl Scanner {
     /// Motif columns of one tile's row by direct scanning of its window (variants).
     pub fn tile_row(&self, lay: Layout, view: SeqView, k: u64, contig_len: u64, row: &mut [f32]) {
         let (ws, we) = window(k, contig_len);
-        for m in 0..self.n_motifs() {
-            row[m] = self.best_site(m, view, ws, we, contig_len).map_or(0.0, |s| self.strength(m, s.score));
+        for (m, v) in row[..self.n_motifs()].iter_mut().enumerate() {
+            *v = self.best_site(m, view, ws, we, contig_len).map_or(0.0, |s| self.strength(m, s.score));
         }
         debug_assert_eq!(lay.n_motifs, self.n_motifs());
     }
