@@ -25,6 +25,46 @@ fn fasta() -> PathBuf {
     }
 }
 
+/// Synthesis alone on one window: a pure function of (preset, seed, FASTA), the window is the FASTA's sequence,
+/// and every VCF REF matches genome.fa.
+#[test]
+fn chr20_window_is_deterministic_real_and_its_vcf_matches() {
+    let fa = fasta();
+    if !fa.exists() {
+        eprintln!(
+            "SKIP chr20 synth test: {} is missing (apt-get install vt-examples, or set MFD_CHR20_FASTA)",
+            fa.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = mfd::data::synth::preset("chr20").unwrap().restrict(&["chr9".to_string()]).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    mfd::data::synth::synthesize(&p, 3, &a).unwrap();
+    mfd::data::synth::synthesize(&p, 3, &b).unwrap();
+    for f in ["genome.fa", "variants.vcf", "truth/tile_factors.bin", "truth/y.bin", "truth/variant_deltas.bin"] {
+        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    let text = std::fs::read_to_string(a.join("genome.fa")).unwrap();
+    let seq: Vec<u8> = text.lines().skip(1).flat_map(|l| l.bytes()).collect();
+    assert_eq!(seq.len(), 1_500_000);
+    assert!(seq.iter().all(|b| b"ACGT".contains(b)), "the window holds non-ACGT bases");
+    let params: Value = serde_json::from_str(&std::fs::read_to_string(a.join("truth/params.json")).unwrap()).unwrap();
+    let w = &params["source"]["windows"][0];
+    assert_eq!(w["contig"], "chr9");
+    assert_eq!(w["source_end"].as_u64().unwrap() - w["source_start"].as_u64().unwrap(), 1_500_000);
+    let vcf = std::fs::read_to_string(a.join("variants.vcf")).unwrap();
+    let mut n = 0;
+    for line in vcf.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let pos: usize = f[1].parse().unwrap();
+        assert_eq!(&seq[pos - 1..pos], f[3].as_bytes(), "{line}");
+        assert_ne!(f[3], f[4]);
+        n += 1;
+    }
+    assert!(n >= 60, "{n} variants");
+}
+
 #[test]
 fn chr20_small_bio_half_carries_z_bio_and_not_gc() {
     let fa = fasta();
