@@ -112,6 +112,6 @@ fn the_report_has_axes_legends_colour_bar_curves_and_tables() {
     let o = ds.manifest().classes.len();
     assert_eq!(table_rows(&html, "per-class"), o + 1);
     assert!(html.contains("<th>git_commit</th><td>abc1234</td>") && html.contains("<td>n&lt;1&gt;</td>"));
-    assert!(table_rows(&html, "motif-probes") > 1 && table_rows(&html, "disentanglement") == 6);
+    assert!(table_rows(&html, "motif-probes") > 1 && table_rows(&html, "disentanglement") == 8);
     eprintln!("report test: {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -288,9 +288,15 @@ fn disentanglement_section(dis: Option<&Disentanglement>, macro_auroc: f64) -> S
         d.tiles
     );
     for (what, b, t) in [
+        ("true biological logit z_bio (mean over experiments)", d.zbio_r2_bio, d.zbio_r2_tech),
+        ("true technical logit z_tech (mean over experiments)", d.ztech_r2_bio, d.ztech_r2_tech),
         ("tissue program scores (mean over tissues)", d.program_r2_bio, d.program_r2_tech),
-        ("label-relevant motif counts (mean)", d.motif_r2_bio, d.motif_r2_tech),
-        ("all planted motif counts, decoys included (mean)", d.motif_all_r2_bio, d.motif_all_r2_tech),
+        (
+            "label-relevant motif factors (mean; planted counts, or PWM scan strengths on real sequence)",
+            d.motif_r2_bio,
+            d.motif_r2_tech,
+        ),
+        ("all motif factors, decoys included (mean)", d.motif_all_r2_bio, d.motif_all_r2_tech),
         ("GC fraction", d.gc_r2_bio, d.gc_r2_tech),
         ("technical k-mer counts (mean)", d.kmer_r2_bio, d.kmer_r2_tech),
     ] {

@@ -147,8 +147,8 @@ fn eval_on(args: &EvalArgs, comm: &dyn crate::dist::Comm) -> Result<()> {
     if let Some(truth) = crate::train::report::truth_dir(&ds) {
         let d = crate::train::report::disentanglement(&ds, &truth, &res, cfg.model.c)?;
         println!(
-            "probe R2 (bio / tech): programs {:.3} / {:.3}, motifs {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}; oracle AUROC {:.4}",
-            d.program_r2_bio, d.program_r2_tech, d.motif_r2_bio, d.motif_r2_tech, d.gc_r2_bio, d.gc_r2_tech, d.kmer_r2_bio, d.kmer_r2_tech, d.oracle_auroc
+            "probe R2 (bio / tech): z_bio {:.3} / {:.3}, z_tech {:.3} / {:.3}, programs {:.3} / {:.3}, motifs {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}; oracle AUROC {:.4}, model / oracle {:.3}",
+            d.zbio_r2_bio, d.zbio_r2_tech, d.ztech_r2_bio, d.ztech_r2_tech, d.program_r2_bio, d.program_r2_tech, d.motif_r2_bio, d.motif_r2_tech, d.gc_r2_bio, d.gc_r2_tech, d.kmer_r2_bio, d.kmer_r2_tech, d.oracle_auroc, d.auroc_ratio
         );
         let path = out.join(format!("disentanglement_{}.json", args.split));
         crate::data::binfile::write_atomic(&path, serde_json::to_string_pretty(&d).unwrap_or_default().as_bytes())?;

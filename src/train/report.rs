@@ -1,6 +1,8 @@
 //! Run outputs after evaluation: per-class metrics (TSV + JSON summary), disentanglement against the synthetic
-//! truth (linear-probe R^2 of each feature half to planted motif counts, GC and technical k-mers; the oracle
-//! AUROC of the generator's noise-free probabilities), and `report.html` (laid out by `report::html`).
+//! truth (linear-probe R^2 of each feature half to the true logits z_bio and z_tech, the motif factors (planted
+//! counts, or PWM scan strengths on the real-sequence presets), GC and technical k-mers; the oracle AUROC of the
+//! generator's noise-free probabilities, the ceiling, and the model's ratio to it), and `report.html` (laid out
+//! by `report::html`). Probes are fitted on one half of the evaluated tiles and scored on the other (probe.rs).
 
 use crate::config::Config;
 use crate::data::binfile::{write_atomic, BinFile, DType};
@@ -35,8 +37,17 @@ pub struct Disentanglement {
     /// Mean R^2 over the technical k-mer counts.
     pub kmer_r2_bio: f64,
     pub kmer_r2_tech: f64,
-    /// Macro AUROC of the generator's noise-free probabilities on the same tiles and labels.
+    /// R^2 to the per-tile mean over experiments of the true biological logit z_bio and technical logit z_tech
+    /// (truth z_bio.bin / z_tech.bin; NaN where the preset writes no dense truth).
+    pub zbio_r2_bio: f64,
+    pub zbio_r2_tech: f64,
+    pub ztech_r2_bio: f64,
+    pub ztech_r2_tech: f64,
+    /// Macro AUROC of the generator's noise-free probabilities on the same tiles and labels (the ceiling).
     pub oracle_auroc: f64,
+    /// The model's macro AUROC on these tiles, and its ratio to the ceiling.
+    pub model_auroc: f64,
+    pub auroc_ratio: f64,
     pub tiles: usize,
     /// Per planted motif (params.json order): which half explains its count, and whether it moves labels.
     pub motifs: Vec<MotifProbe>,
@@ -163,8 +174,35 @@ pub fn disentanglement(ds: &Dataset, truth: &Path, res: &EvalResult, c: usize) -
     }
     d.program_r2_bio = nan_mean(&p_bio);
     d.program_r2_tech = nan_mean(&p_tech);
+    for (file, kind, r2) in [
+        ("z_bio.bin", "zbio", (&mut d.zbio_r2_bio, &mut d.zbio_r2_tech)),
+        ("z_tech.bin", "ztech", (&mut d.ztech_r2_bio, &mut d.ztech_r2_tech)),
+    ] {
+        let (rb, rt) = match mean_logit(truth, file, kind, &rows)? {
+            Some(y) => (probe_r2(&bio, c, &y, alpha), probe_r2(&tech, c, &y, alpha)),
+            None => (f64::NAN, f64::NAN),
+        };
+        (*r2.0, *r2.1) = (rb, rt);
+    }
     d.oracle_auroc = oracle_auroc(truth, &rows, res)?;
+    d.model_auroc = res.macro_auroc;
+    d.auroc_ratio = res.macro_auroc / d.oracle_auroc;
     Ok(d)
+}
+
+/// Per-row mean over experiments of a dense (tiles, O) truth logit matrix; None when the file is absent.
+fn mean_logit(truth: &Path, file: &str, kind: &str, rows: &[usize]) -> Result<Option<Vec<f64>>> {
+    let path = truth.join(file);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let z = BinFile::open(&path, kind, DType::F32)?;
+    let o = z.shape().get(1).copied().unwrap_or(0) as usize;
+    let data = z.data::<f32>()?;
+    if o == 0 || rows.iter().any(|&r| (r + 1) * o > data.len()) {
+        return Err(MfdError::input(&path, None, Some("header.shape"), "fewer rows than the truth tile grid"));
+    }
+    Ok(Some(rows.iter().map(|&r| data[r * o..(r + 1) * o].iter().map(|&v| v as f64).sum::<f64>() / o as f64).collect()))
 }
 
 /// Label-relevant motifs of the truth: (motif id, its weight in each tissue program) for every motif whose

@@ -13,9 +13,12 @@ use super::labels::LabelModel;
 use super::peaks_out::PeakWriter;
 use super::presets::Preset;
 use super::programs::Biology;
+use super::realseq::{self, RealGenome};
+use super::realvar::resolve_real;
+use super::scan::Scanner;
 use super::variants::{finalize, resolve, Variant};
 use crate::data::binfile::{write_atomic, BinWriter, DType};
-use crate::error::{IoContext, Result};
+use crate::error::{IoContext, MfdError, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -38,19 +41,77 @@ pub struct Summary {
     pub held_out: Vec<String>,
 }
 
-/// Call `f(chunk_bases, view, tiles)` for every chunk of a contig; `view` covers the chunk +-128 bp.
+/// The real-sequence side of a run (`chr20` presets): the windows, in preset contig order, and the PWM scanner
+/// that makes their motif factors.
+pub struct Real {
+    pub genome: RealGenome,
+    pub scanner: Scanner,
+}
+
+impl Real {
+    fn load(p: &Preset, bio: &Biology) -> Result<Option<Real>> {
+        let Some(rule) = &p.real else { return Ok(None) };
+        if let Some((name, _)) = p.contigs.iter().find(|c| c.1 > p.chunk_bases) {
+            // The scan and the variants see a whole contig as one chunk.
+            return Err(MfdError::config("preset", format!("contig {name} is longer than chunk_bases")));
+        }
+        let genome = realseq::load(&realseq::fasta_path(p.fasta.as_deref()), &p.contigs, rule)?;
+        Ok(Some(Real { genome, scanner: Scanner::new(&bio.motifs) }))
+    }
+}
+
+/// The plan of contig `index`: planned elements and variants for generated sequence, an empty plan (no
+/// elements, instances, gaps or IUPAC codes) for real sequence.
+fn contig_plan(bio: &Biology, p: &Preset, seed: u64, index: u64, name: &str, len: u64, real: bool) -> ContigPlan {
+    if !real {
+        return plan_contig(bio, p, seed, index, name, len);
+    }
+    ContigPlan {
+        index,
+        name: name.to_string(),
+        len,
+        n_tiles: len / TILE,
+        segments: Vec::new(),
+        gaps: Vec::new(),
+        elements: Vec::new(),
+        instances: Vec::new(),
+        prebroken: Vec::new(),
+        iupac: Vec::new(),
+        variants: Vec::new(),
+    }
+}
+
+/// Factor rows of `tiles`: planted counts, or PWM scan strengths on real sequence.
+fn factor_rows(lay: Layout, plan: &ContigPlan, view: SeqView, tiles: Range<u64>, real: Option<&Real>) -> Vec<f32> {
+    let mut rows = tile_factors(lay, plan, view, tiles.clone());
+    if let Some(r) = real {
+        r.scanner.fill(lay, view, tiles, plan.len, &mut rows);
+    }
+    rows
+}
+
+/// Call `f(chunk_bases, view, tiles)` for every chunk of a contig; `view` covers the chunk +-128 bp. The bases
+/// come from `seq` (real sequence) when given, else from the plan.
 fn for_each_chunk(
     plan: &ContigPlan,
     seed: u64,
     chunk_bases: u64,
+    seq: Option<&[u8]>,
     mut f: impl FnMut(&[u8], SeqView, Range<u64>) -> Result<()>,
 ) -> Result<()> {
     let n_chunks = plan.len.div_ceil(chunk_bases);
+    let chunk = |c: u64| match seq {
+        Some(s) => {
+            let lo = (c * chunk_bases) as usize;
+            s[lo..(lo + chunk_bases as usize).min(s.len())].to_vec()
+        }
+        None => chunk_sequence(plan, seed, c, chunk_bases),
+    };
     let mut prev_tail: Vec<u8> = Vec::new();
-    let mut cur = chunk_sequence(plan, seed, 0, chunk_bases);
+    let mut cur = chunk(0);
     let mut ext = Vec::with_capacity(chunk_bases as usize + 2 * TILE as usize);
     for c in 0..n_chunks {
-        let next = if c + 1 < n_chunks { chunk_sequence(plan, seed, c + 1, chunk_bases) } else { Vec::new() };
+        let next = if c + 1 < n_chunks { chunk(c + 1) } else { Vec::new() };
         let lo = c * chunk_bases;
         let hi = lo + cur.len() as u64;
         ext.clear();
@@ -74,19 +135,32 @@ fn buffered(path: &Path) -> Result<BufWriter<File>> {
 const CALIBRATION_TILES: usize = 150_000;
 
 /// Calibrate normalisation constants and b_o on the pilot contig, or on the dataset's own contigs.
-fn calibrate(bio: &Biology, p: &Preset, seed: u64, lay: Layout, exps: &mut [Experiment]) -> Result<FactorNorm> {
+fn calibrate(
+    bio: &Biology,
+    p: &Preset,
+    seed: u64,
+    lay: Layout,
+    exps: &mut [Experiment],
+    real: Option<&Real>,
+) -> Result<FactorNorm> {
     let plans: Vec<ContigPlan> = match p.pilot_bases {
         Some(n) => vec![plan_contig(bio, p, seed, PILOT_INDEX, "pilot", n)],
-        None => p.contigs.iter().enumerate().map(|(i, (n, l))| plan_contig(bio, p, seed, i as u64, n, *l)).collect(),
+        None => p
+            .contigs
+            .iter()
+            .enumerate()
+            .map(|(i, (n, l))| contig_plan(bio, p, seed, i as u64, n, *l, real.is_some()))
+            .collect(),
     };
     let total_tiles: u64 = plans.iter().map(|pl| pl.n_tiles).sum();
     let stride = (total_tiles as usize).div_ceil(CALIBRATION_TILES).max(1);
     let f = lay.width();
     let mut rows = Vec::new();
     let mut seen = 0usize;
-    for plan in &plans {
-        for_each_chunk(plan, seed, p.chunk_bases, |_, view, tiles| {
-            for row in tile_factors(lay, plan, view, tiles).chunks(f) {
+    for (ci, plan) in plans.iter().enumerate() {
+        let seq = real.map(|r| &r.genome.seqs[ci][..]);
+        for_each_chunk(plan, seed, p.chunk_bases, seq, |_, view, tiles| {
+            for row in factor_rows(lay, plan, view, tiles, real).chunks(f) {
                 if seen.is_multiple_of(stride) {
                     rows.extend_from_slice(row);
                 }
@@ -116,9 +190,12 @@ pub fn generate(p: &Preset, seed: u64, dir: &Path) -> Result<Summary> {
     let bio = Biology::new()?;
     let lay = Layout { n_motifs: bio.n_motifs() };
     let (labs, mut exps) = make_experiments(&bio, p, seed);
-    let norm = calibrate(&bio, p, seed, lay, &mut exps)?;
+    let real = Real::load(p, &bio)?;
+    let real = real.as_ref();
+    let norm = calibrate(&bio, p, seed, lay, &mut exps, real)?;
     let model = LabelModel { lay, norm: norm.clone(), w: &bio.w, exps: &exps, temperature: p.temperature };
     let o = exps.len();
+    let relevant: Vec<usize> = (0..bio.n_motifs()).filter(|&m| bio.w.iter().any(|r| r[m] > 0.0)).collect();
     let truth = dir.join("truth");
     std::fs::create_dir_all(&truth).at(&truth)?;
 
@@ -160,14 +237,15 @@ pub fn generate(p: &Preset, seed: u64, dir: &Path) -> Result<Summary> {
     let mut n_variants = 0u64;
     for (ci, (name, len)) in p.contigs.iter().enumerate() {
         bar.set_message(name.clone());
-        let plan = plan_contig(&bio, p, seed, ci as u64, name, *len);
+        let plan = contig_plan(&bio, p, seed, ci as u64, name, *len, real.is_some());
+        let seq = real.map(|r| &r.genome.seqs[ci][..]);
         write_plan_beds(&bio, &plan, &mut inst_bed, &inst_path, &mut el_bed, &el_path)?;
         fasta.begin(name)?;
         peaks.begin_contig(name, TEST_CONTIGS.contains(&name.as_str()));
         let mut vars: Vec<Variant> = Vec::new();
-        for_each_chunk(&plan, seed, p.chunk_bases, |chunk, view, tiles| {
+        for_each_chunk(&plan, seed, p.chunk_bases, seq, |chunk, view, tiles| {
             fasta.write(chunk)?;
-            let rows = tile_factors(lay, &plan, view, tiles.clone());
+            let rows = factor_rows(lay, &plan, view, tiles.clone(), real);
             factors.write(&rows)?;
             let lab = model.chunk(&rows, seed, ci as u64, tiles.start, dense.is_some());
             if let Some(d) = dense.as_mut() {
@@ -182,7 +260,14 @@ pub fn generate(p: &Preset, seed: u64, dir: &Path) -> Result<Summary> {
                 }
             }
             peaks.push(tiles.start, &lab.y, &lab.p)?;
-            resolve(&plan, &model, view, &rows, tiles, &mut vars);
+            match real {
+                Some(r) => {
+                    let per_class = p.variants_per_class / p.real.as_ref().map_or(1, |w| w.all.len().max(1));
+                    let v = resolve_real(&model, &r.scanner, view, &rows, &relevant, seed, ci as u64, per_class);
+                    vars.extend(v);
+                }
+                None => resolve(&plan, &model, view, &rows, tiles, &mut vars),
+            }
             bar.inc(chunk.len() as u64);
             Ok(())
         })?;
@@ -224,7 +309,8 @@ pub fn generate(p: &Preset, seed: u64, dir: &Path) -> Result<Summary> {
     write_atomic(dir.join("variants.vcf"), vcf_text(p, &vcf_body).as_bytes())?;
     write_atomic(truth.join("variants.tsv"), vtsv.as_bytes())?;
     let rates: Vec<f64> = positives.iter().map(|&c| c as f64 / tile_offset.max(1) as f64).collect();
-    let params = params_json(p, seed, &bio, lay, &norm, &labs, &exps, &contig_rows, &rates, &n_peaks);
+    let mut params = params_json(p, seed, &bio, lay, &norm, &labs, &exps, &contig_rows, &rates, &n_peaks);
+    params["source"] = source_json(real);
     let text = serde_json::to_string_pretty(&params).map_err(|e| crate::error::MfdError::other(e.to_string()))?;
     write_atomic(truth.join("params.json"), text.as_bytes())?;
     Ok(Summary {
@@ -324,6 +410,24 @@ fn vcf_text(p: &Preset, body: &str) -> String {
     );
     s.push_str(body);
     s
+}
+
+/// params.json `source`: where the sequence came from and what the motif factors are.
+fn source_json(real: Option<&Real>) -> serde_json::Value {
+    use serde_json::json;
+    match real {
+        None => json!({"kind": "generated", "motif_factor": "planted instance count"}),
+        Some(r) => json!({
+            "kind": "real",
+            "fasta": r.genome.path.display().to_string(),
+            "chrom": r.genome.chrom,
+            "windows": r.genome.windows,
+            "motif_factor": "PWM scan strength: SCALE * max(0, rel - REL_FLOOR) / (1 - REL_FLOOR) of the best site",
+            "scan_background": super::scan::BACKGROUND,
+            "scan_rel_floor": super::scan::REL_FLOOR,
+            "scan_scale": super::scan::SCALE,
+        }),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -3,6 +3,15 @@
 //! of (preset, seed); it is written into a temporary sibling directory and renamed into place at the end, so a
 //! failed run leaves nothing that looks finished. An existing non-empty `--out` is refused.
 //!
+//! # Real sequence: the `chr20` and `chr20-small` presets
+//! The contigs are N-free windows of GRCh37 chromosome 20 from Debian's `vt-examples`
+//! (`/usr/share/doc/vt/examples/ref/20.fa.gz`; `$MFD_CHR20_FASTA` for another copy; realseq.rs), named chr1.. with
+//! chr9, chr10 last (the test contigs). Nothing is planted: the motif columns of the tile factors are PWM scan
+//! strengths of the best site of each JASPAR matrix in the tile's window (scan.rs), and z_bio, z_tech, p and y
+//! follow from the same label model as below. `elements.bed` and `motif_instances.bed` are empty, variants are
+//! chosen from the scan (realvar.rs), and `params.json` `source` records the FASTA and the windows. The output
+//! is a pure function of (preset, seed, FASTA).
+//!
 //! # Output directory
 //! - `genome.fa` (60 bases per line, uppercase; N runs and a few IUPAC codes) and `genome.fa.fai` (samtools
 //!   faidx: name, length, offset, linebases, linewidth). Contigs "chr1", "chr2", ..., always "chr9", "chr10".
@@ -54,6 +63,9 @@ mod labels;
 mod peaks_out;
 mod presets;
 mod programs;
+mod realseq;
+mod realvar;
+mod scan;
 mod variants;
 
 pub use generate::{generate, Summary, TEST_CONTIGS};
@@ -71,9 +83,11 @@ pub struct SynthArgs {
     /// Random seed; the output is a pure function of (preset, seed).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Size preset: tiny (the embedded default, seconds), bench, genome (hg38-scale, streamed).
+    /// Size preset: tiny (the embedded default, seconds), bench, genome (hg38-scale, streamed), chr20 and
+    /// chr20-small (real GRCh37 chr20 sequence from the vt-examples package; another copy: $MFD_CHR20_FASTA).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+
     /// Only these contigs of the preset (comma-separated), for partial runs and timing; default: all.
     #[arg(long, value_delimiter = ',')]
     pub contigs: Vec<String>,

@@ -4,7 +4,9 @@
 //! Key decision: a preset is plain data; everything else (genome, elements, experiments, labels) reads only
 //! these numbers, so the three sizes run the exact same code paths.
 
+use super::realseq::WindowRule;
 use crate::error::{MfdError, Result};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
 pub struct Preset {
@@ -42,6 +44,11 @@ pub struct Preset {
     pub site_sharpness: f64,
     /// Buffered peaks (all experiments) before they are appended to their files.
     pub peak_flush: usize,
+    /// Real sequence (`chr20`, `chr20-small`): the contigs are windows of GRCh37 chr20 cut by this rule, nothing
+    /// is planted and the motif factors are PWM scan scores (realseq.rs, scan.rs). `None`: generated sequence.
+    pub real: Option<WindowRule>,
+    /// The FASTA of a real-sequence preset (`--fasta`); `None`: `$MFD_CHR20_FASTA`, else the Debian path.
+    pub fasta: Option<PathBuf>,
 }
 
 /// hg38 primary chromosome lengths.
@@ -87,6 +94,36 @@ impl Preset {
         self.contigs.retain(|(c, _)| names.contains(c));
         Ok(self)
     }
+
+    /// A real-sequence preset: `n` windows of `len` bp named chr1..chr8 then the test contigs chr9, chr10
+    /// (so `mfd prepare`'s default test split applies), every window a nominal `stride` bp after the previous.
+    fn chr20(name: &'static str, n: usize, len: u64, first: u64, stride: u64, n_experiments: usize) -> Self {
+        let mut names: Vec<String> = (1..=n - 2).map(|i| format!("chr{i}")).collect();
+        names.extend(["chr9".to_string(), "chr10".to_string()]);
+        let contigs: Vec<(String, u64)> = names.into_iter().map(|c| (c, len)).collect();
+        Preset {
+            name,
+            contigs: contigs.clone(),
+            n_experiments,
+            n_labs: 6, // a multiple of the 6 tissues: each tissue has home labs of both GC-bias signs
+            n_held_out: 2,
+            element_spacing: 0,
+            chunk_bases: 1 << 21, // > a window: each contig is one chunk, scanned whole
+            dense_truth: true,
+            variants_per_class: 20 * n,
+            end_n: 0,
+            gap_len: (0, 0),
+            gap_every: u64::MAX,
+            iupac_per_contig: 0,
+            pilot_bases: None,
+            rate_range: (0.02, 0.06),
+            temperature: 0.5,
+            site_sharpness: 1.0,
+            peak_flush: usize::MAX,
+            real: Some(WindowRule { all: contigs, first, stride, max_n: 0, step: 250_000 }),
+            fasta: None,
+        }
+    }
 }
 
 pub fn preset(name: &str) -> Result<Preset> {
@@ -114,6 +151,8 @@ pub fn preset(name: &str) -> Result<Preset> {
             temperature: 0.5,
             site_sharpness: 4.0,
             peak_flush: usize::MAX,
+            real: None,
+            fasta: None,
         }),
         "bench" => Ok(Preset {
             name: "bench",
@@ -140,6 +179,8 @@ pub fn preset(name: &str) -> Result<Preset> {
             temperature: 1.0,
             site_sharpness: 1.0,
             peak_flush: usize::MAX,
+            real: None,
+            fasta: None,
         }),
         "genome" => Ok(Preset {
             name: "genome",
@@ -160,8 +201,22 @@ pub fn preset(name: &str) -> Result<Preset> {
             temperature: 1.0,
             site_sharpness: 1.0,
             peak_flush: 8_000_000,
+            real: None,
+            fasta: None,
         }),
-        other => Err(MfdError::config("preset", format!("unknown preset '{other}'; expected tiny, bench or genome"))),
+        // 10 windows of 1.5 Mb of GRCh37 chr20 (2 Mb to ~62 Mb, the centromere and N runs skipped), 48 experiments.
+        "chr20" => Ok(Preset::chr20("chr20", 10, 1_500_000, 2_000_000, 6_000_000, 48)),
+        // The CI size: `chr20` on 4 of its windows (chr1, chr2 train/val; chr9, chr10 test), 6 Mb; the same sequence
+        // and experiments as `mfd synth --preset chr20 --contigs chr1,chr2,chr9,chr10`. With 400-kb windows the
+        // default recipe learned no z_bio in 30 epochs (docs/LEARNING.md section 10).
+        "chr20-small" => {
+            let full = Preset::chr20("chr20-small", 10, 1_500_000, 2_000_000, 6_000_000, 48);
+            full.restrict(&["chr1".into(), "chr2".into(), "chr9".into(), "chr10".into()])
+        }
+        other => Err(MfdError::config(
+            "preset",
+            format!("unknown preset '{other}'; expected tiny, bench, genome, chr20 or chr20-small"),
+        )),
     }
 }
 
@@ -171,7 +226,7 @@ mod tests {
 
     #[test]
     fn presets_hold_test_contigs() {
-        for name in ["tiny", "bench", "genome"] {
+        for name in ["tiny", "bench", "genome", "chr20", "chr20-small"] {
             let p = preset(name).unwrap();
             assert!(p.contigs.iter().any(|(n, _)| n == "chr9"));
             assert!(p.contigs.iter().any(|(n, _)| n == "chr10"));

@@ -1,0 +1,124 @@
+//! The real-sequence preset (issue 24, item 4): `mfd train` on `chr20-small` (4 windows of 1.5 Mb of GRCh37 chr20
+//! from the vt-examples package, labels from JASPAR scans, no planted motifs), then the direction of the
+//! disentanglement on the test contigs: the biological half explains the true biological logit z_bio better than
+//! the technical half does, and GC worse. The full-size numbers are a benchmark (docs/LEARNING.md section 10),
+//! not this test.
+//!
+//! Needs /usr/share/doc/vt/examples/ref/20.fa.gz (`bash .ci/deps.sh` installs vt-examples) or $MFD_CHR20_FASTA;
+//! without it the test prints SKIP and returns. Runs the real binary (synthesis, prepare, training, test
+//! evaluation) with the embedded default's recipe for 12 epochs (2,424 steps; `MFD_CHR20_EPOCHS=N` for another
+//! count): about 4.5 min in release on 2 busy cores. Measured (release, seed 1): test AUROC 0.731 = 0.768 x
+//! ceiling 0.952; probe R2 bio / tech: z_bio 0.111 / 0.106, GC 0.748 / 0.842. The z_bio margin is within seed
+//! noise (train seeds 2 and 3: +0.002 and -0.003; GC holds in all three): the assertion is the issue's and is
+//! fragile until the recipe learns real motifs faster (docs/LEARNING.md section 10).
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+const DEBIAN_CHR20: &str = "/usr/share/doc/vt/examples/ref/20.fa.gz";
+const EPOCHS: u32 = 12;
+
+fn fasta() -> PathBuf {
+    match std::env::var_os("MFD_CHR20_FASTA") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEBIAN_CHR20),
+    }
+}
+
+/// Synthesis alone on one window: a pure function of (preset, seed, FASTA), the window is the FASTA's sequence,
+/// and every VCF REF matches genome.fa.
+#[test]
+fn chr20_window_is_deterministic_real_and_its_vcf_matches() {
+    let fa = fasta();
+    if !fa.exists() {
+        eprintln!(
+            "SKIP chr20 synth test: {} is missing (apt-get install vt-examples, or set MFD_CHR20_FASTA)",
+            fa.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = mfd::data::synth::preset("chr20").unwrap().restrict(&["chr9".to_string()]).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    mfd::data::synth::synthesize(&p, 3, &a).unwrap();
+    mfd::data::synth::synthesize(&p, 3, &b).unwrap();
+    for f in ["genome.fa", "variants.vcf", "truth/tile_factors.bin", "truth/y.bin", "truth/variant_deltas.bin"] {
+        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    let text = std::fs::read_to_string(a.join("genome.fa")).unwrap();
+    let seq: Vec<u8> = text.lines().skip(1).flat_map(|l| l.bytes()).collect();
+    assert_eq!(seq.len(), 1_500_000);
+    assert!(seq.iter().all(|b| b"ACGT".contains(b)), "the window holds non-ACGT bases");
+    let params: Value = serde_json::from_str(&std::fs::read_to_string(a.join("truth/params.json")).unwrap()).unwrap();
+    let w = &params["source"]["windows"][0];
+    assert_eq!(w["contig"], "chr9");
+    assert_eq!(w["source_end"].as_u64().unwrap() - w["source_start"].as_u64().unwrap(), 1_500_000);
+    let vcf = std::fs::read_to_string(a.join("variants.vcf")).unwrap();
+    let mut n = 0;
+    for line in vcf.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let pos: usize = f[1].parse().unwrap();
+        assert_eq!(&seq[pos - 1..pos], f[3].as_bytes(), "{line}");
+        assert_ne!(f[3], f[4]);
+        n += 1;
+    }
+    assert!(n >= 60, "{n} variants");
+}
+
+#[test]
+fn chr20_small_bio_half_carries_z_bio_and_not_gc() {
+    let fa = fasta();
+    if !fa.exists() {
+        eprintln!(
+            "SKIP chr20 preset test: {} is missing (apt-get install vt-examples, or set MFD_CHR20_FASTA)",
+            fa.display()
+        );
+        return;
+    }
+    let epochs: u32 = std::env::var("MFD_CHR20_EPOCHS").ok().and_then(|v| v.parse().ok()).unwrap_or(EPOCHS);
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let sets = [
+        format!("data.dataset={}", dir.path().join("data/dataset").display()),
+        "data.synth_preset=chr20-small".to_string(),
+        format!("train.epochs={epochs}"),
+        "train.max_seconds=0".to_string(),
+        format!("train.out={}", run.display()),
+    ];
+    let t0 = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_mfd"))
+        .arg("train")
+        .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mfd train failed:\n{log}");
+    let params: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("data/synth/truth/params.json")).unwrap())
+            .unwrap();
+    assert_eq!(params["source"]["kind"], "real");
+    assert_eq!(params["source"]["windows"].as_array().map(Vec::len), Some(4));
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(run.join("disentanglement.json")).unwrap()).unwrap();
+    let get = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "chr20-small, {epochs} epochs, {:.0} s: AUROC {:.4} = {:.3} x ceiling {:.4}; probe R2 bio / tech: z_bio {:.3} / {:.3}, \
+         z_tech {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}",
+        t0.elapsed().as_secs_f64(),
+        get("model_auroc"),
+        get("auroc_ratio"),
+        get("oracle_auroc"),
+        get("zbio_r2_bio"),
+        get("zbio_r2_tech"),
+        get("ztech_r2_bio"),
+        get("ztech_r2_tech"),
+        get("gc_r2_bio"),
+        get("gc_r2_tech"),
+        get("kmer_r2_bio"),
+        get("kmer_r2_tech"),
+    );
+    let (zb, zt) = (get("zbio_r2_bio"), get("zbio_r2_tech"));
+    assert!(zb > zt, "z_bio probe R2: biological half {zb:.3} not above technical half {zt:.3}");
+    let (gb, gt) = (get("gc_r2_bio"), get("gc_r2_tech"));
+    assert!(gb < gt, "GC probe R2: biological half {gb:.3} not below technical half {gt:.3}");
+}
