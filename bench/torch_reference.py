@@ -451,6 +451,116 @@ def check(args):
 # bench
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# bench --reference-src DIR: time the reference implementation's own model and Lightning training step.
+# Nothing of the reference is copied here: its classes are imported at run time from a local checkout that the user
+# gives (git clone of the public repository). It needs pytorch_lightning, torchmetrics, pandas and pyyaml; its
+# plotting / logging imports (wandb, matplotlib, sklearn, seaborn), unused by a training step, are stubbed when absent.
+
+
+class _Stub(type(sys)):
+    """A module whose every attribute is None (`wandb.run is None`, `from sklearn.decomposition import PCA`)."""
+
+    def __getattr__(self, name):
+        return None
+
+
+def import_reference(src):
+    import importlib.util
+
+    for name in ("wandb", "matplotlib", "matplotlib.pyplot", "seaborn", "sklearn", "sklearn.decomposition",
+                 "sklearn.cross_decomposition", "sklearn.ensemble", "sklearn.metrics", "sklearn.random_projection"):
+        try:
+            present = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # parent package absent
+            present = False
+        if not present:
+            sys.modules[name] = _Stub(name)
+    sys.path.insert(0, os.path.join(os.path.abspath(src), "src"))
+    import models.models as ref  # noqa: E402  (the reference's src/models/models.py)
+
+    return ref
+
+
+def reference_mapping_yaml(mapping, path):
+    """Our metadata mapping TOML in the reference's YAML form. Our `multihot` (Linear d -> d with bias) is the
+    reference's `linear` without intermediate_dim; the reference's own sample config names `multihot`, which its
+    MetadataColumnEmbedding no longer accepts."""
+    import yaml
+
+    intermediate = {"embed": "embed", "linear": "linear", "multihot": "linear", "null": None}
+    out = {}
+    for name, v in mapping["variables"].items():
+        out[name] = {"type": v["type"], "intermediate": intermediate[v.get("transform", "null")]}
+        if "dim" in v:
+            out[name]["intermediate_dim"] = v["dim"]
+    for group, key in (("biological", "biological_features"), ("technical", "technical_features")):
+        g = mapping[group]
+        out[key] = {"direct": {"variables": list(g.get("direct", []))},
+                    "interact": {"variables": list(g.get("interact", [])), "out_dim": g["out_dim"]}}
+    with open(path, "w") as f:
+        yaml.safe_dump(out, f)
+
+
+def bench_reference(src, cfg, dataset, b, steps, warmup=1):
+    """sequences/s of the reference's IEAquaticDilated (use_predictor, cov_and_adv) trained by its own
+    training_step in a pytorch_lightning Trainer on pre-encoded random batches (the data loading is not timed)."""
+    import tempfile
+    import types
+
+    import pandas as pd
+    import pytorch_lightning as pl
+
+    ref = import_reference(src)
+    m, a = cfg["model"], cfg["adversary"]
+    path = cfg["data"].get("metadata_mapping") or DEFAULT_MAPPING
+    with open(path, "rb") as f:
+        mapping = tomllib.load(f)
+    df = pd.read_csv(os.path.join(dataset, "metadata.tsv"), sep="\t", dtype=str)
+    tmp = tempfile.mkdtemp(prefix="mfd-ref-")
+    yaml_path = os.path.join(tmp, "metadata_mapping.yaml")
+    reference_mapping_yaml(mapping, yaml_path)
+    torch.manual_seed(1)
+    model = ref.IEAquaticDilated(
+        seq_len=m["seq_len"], n_classes=len(df), C=m["c"], seq_order=2, crop=m["crop"],
+        L1=m.get("tower_layers", 6), L2=m.get("dilated_layers", 2), D=m.get("dilation_growth", 1.5),
+        activation="gelu", lr=1e-3, lr_discriminator=1e-3, coeff_cov=cfg["loss"]["lambda_indep"],
+        metadata_loader=types.SimpleNamespace(df_raw=df), metadata_mapping_config=yaml_path,
+        use_predictor=True, cov_and_adv=True, dim_hidden_discriminator=a["hidden"],
+        num_hidden_discriminator=a["layers"])
+    o, t = len(df), m["seq_len"]
+    rng = np.random.default_rng(1)
+    batches = [(onehot_from_bases(rng.choice(np.frombuffer(b"ACGT", np.uint8), size=(b, t + 1)))[None],
+                torch.from_numpy((rng.random((b, o)) < 0.05).astype(np.float32))[None]) for _ in range(4)]
+
+    class Data(pl.LightningDataModule):
+        # the reference's hooks call trainer.datamodule.data.augment_on() / augment_off()
+        data = types.SimpleNamespace(augment_on=lambda: None, augment_off=lambda: None)
+
+        def train_dataloader(self):
+            cycle = [batches[i % len(batches)] for i in range(warmup + steps)]
+            return torch.utils.data.DataLoader(cycle, batch_size=None)
+
+    class Clock(pl.Callback):
+        t0 = t1 = None
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if batch_idx == warmup:
+                self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.t1 = time.perf_counter()
+
+    clock = Clock()
+    trainer = pl.Trainer(max_steps=warmup + steps, max_epochs=1, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[clock])
+    trainer.fit(model, datamodule=Data())
+    secs = clock.t1 - clock.t0
+    return {"c": m["c"], "t": t, "b": b, "o": o, "device": "cpu", "model": "reference", "compiled": False,
+            "steps": steps, "warmup_steps": warmup, "seq_per_s": steps * b / secs, "ms_per_step": 1e3 * secs / steps}
+
+
 def bench_one(cfg, dataset, b, steps, device, compiled, warmup):
     torch.manual_seed(1)
     model = build(cfg, dataset).to(device)
@@ -508,13 +618,19 @@ def bench(args):
         torch.set_num_threads(args.threads)
     with open(args.config, "rb") as f:
         base = tomllib.load(f)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
+    cuda = torch.cuda.is_available() and not args.cpu_only and not args.reference_src
+    devices = ["cpu"] + (["cuda"] if cuda else [])
     results = []
     for device in devices:
         for c in args.c:
             cfg = json.loads(json.dumps(base))
             cfg["model"].update(c=c, seq_len=args.t, crop=args.crop)
             cfg["adversary"]["hidden"] = args.hidden
+            if args.reference_src:
+                r = bench_reference(args.reference_src, cfg, args.dataset, args.b, args.steps)
+                print(json.dumps(r), file=sys.stderr)
+                results.append(r)
+                continue
             for compiled in ([False, True] if args.compile else [False]):
                 try:
                     r = bench_one(cfg, args.dataset, args.b, args.steps, device, compiled, 3 if compiled else 1)
@@ -561,6 +677,8 @@ def main():
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--compile", action="store_true", help="also time torch.compile")
     b.add_argument("--cpu-only", action="store_true")
+    b.add_argument("--reference-src", metavar="DIR", help="time the reference implementation's own IEAquaticDilated "
+                   "and Lightning training step instead, imported from this checkout of its repository (CPU only)")
     b.add_argument("--out")
     a = p.parse_args()
     sys.exit(check(a) if a.cmd == "check" else bench(a))
