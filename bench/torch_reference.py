@@ -505,6 +505,15 @@ def reference_mapping_yaml(mapping, path):
 def bench_reference(src, cfg, dataset, b, steps, warmup=1):
     """sequences/s of the reference's IEAquaticDilated (use_predictor, cov_and_adv) trained by its own
     training_step in a pytorch_lightning Trainer on pre-encoded random batches (the data loading is not timed)."""
+
+    import contextlib
+
+    # The reference and Lightning print progress to stdout, which carries our JSON: send it to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _bench_reference(src, cfg, dataset, b, steps, warmup)
+
+
+def _bench_reference(src, cfg, dataset, b, steps, warmup):
     import tempfile
     import types
 
@@ -543,6 +552,7 @@ def bench_reference(src, cfg, dataset, b, steps, warmup=1):
 
     class Clock(pl.Callback):
         t0 = t1 = None
+        timed = 0
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if batch_idx == warmup:
@@ -550,12 +560,17 @@ def bench_reference(src, cfg, dataset, b, steps, warmup=1):
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             self.t1 = time.perf_counter()
+            self.timed += batch_idx >= warmup
 
     clock = Clock()
-    trainer = pl.Trainer(max_steps=warmup + steps, max_epochs=1, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[clock])
+    # One epoch over exactly warmup + steps batches. Not max_steps: with manual optimisation and two optimisers,
+    # Lightning's global_step counts optimiser steps (two per batch), so max_steps = N stops after N / 2 batches.
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, callbacks=[clock])
     trainer.fit(model, datamodule=Data())
+    if clock.timed != steps:
+        raise SystemExit(f"reference bench: {clock.timed} timed batches ran, expected {steps}")
     secs = clock.t1 - clock.t0
     return {"c": m["c"], "t": t, "b": b, "o": o, "device": "cpu", "model": "reference", "compiled": False,
             "steps": steps, "warmup_steps": warmup, "seq_per_s": steps * b / secs, "ms_per_step": 1e3 * secs / steps}
