@@ -8,8 +8,9 @@
 //! - the input-pipeline fraction: host encode + label gather + upload time / step time. This is the trainer's own
 //!   data path (`train::trainer`: `encode_batch`, `gather_labels`, `upload_bytes`, synchronous, no prefetch), so
 //!   the fraction is time the step waits for data;
-//! - for C = 30 and C = 120, the PyTorch comparator's sequences/s at the same shapes, run right after mfd's own
-//!   timing of the case, and the ratio (`comparator.rs`; "comparator: torch not found" without torch).
+//! - for each case (C = 30, C = 120, the default), the PyTorch comparator's sequences/s at the same shapes, run
+//!   right after mfd's own timing of the case, and the ratio (`comparator.rs`; "comparator: torch not found"
+//!   without torch).
 
 use super::comparator::{self, Shape};
 use super::{load_avg_1m, sync, BenchArgs, Peak, Section};
@@ -103,27 +104,25 @@ pub fn bench_train<B: Backend>(be: &B, peak: &Peak, args: &BenchArgs) -> Result<
         profile::set_enabled(false);
         let ops = profile::take();
         let sps = (steps * b) as f64 / secs;
-        if name == "C=30" || name == "C=120" {
-            let shape = Shape {
-                c,
-                t: seq_len,
-                crop: cfg.model.crop,
-                b,
-                hidden: cfg.adversary.hidden,
-                steps,
-                threads: rayon::current_num_threads(),
-                cuda: be.name() != crate::backend::cpu::CpuBackend.name(),
-            };
-            let (torch, reference) = match &comparator {
-                Ok(cmp) => {
-                    eprintln!("mfd bench: train {name}: comparator");
-                    let torch = cmp.run(&ds_dir, shape, false);
-                    (torch, cmp.has_reference().then(|| cmp.run(&ds_dir, shape, true)))
-                }
-                Err(e) => (Err(e.clone()), None),
-            };
-            comparisons.push(comparator::Row { case: name.into(), load, mfd: sps, torch, reference });
-        }
+        let shape = Shape {
+            c,
+            t: seq_len,
+            crop: cfg.model.crop,
+            b,
+            hidden: cfg.adversary.hidden,
+            steps,
+            threads: rayon::current_num_threads(),
+            cuda: be.name() != crate::backend::cpu::CpuBackend.name(),
+        };
+        let (torch, reference) = match &comparator {
+            Ok(cmp) => {
+                eprintln!("mfd bench: train {name}: comparator");
+                let torch = cmp.run(&ds_dir, shape, false);
+                (torch, cmp.has_reference().then(|| cmp.run(&ds_dir, shape, true)))
+            }
+            Err(e) => (Err(e.clone()), None),
+        };
+        comparisons.push(comparator::Row { case: name.into(), load, mfd: sps, torch, reference });
         let ms = |s: f64| 1e3 * s / steps as f64;
         let gflop_s = sps * gflop_per_seq;
         let mfu = gflop_s / peak.gflop_s;
