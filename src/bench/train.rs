@@ -153,7 +153,7 @@ pub fn bench_train<B: Backend>(be: &B, peak: &Peak, args: &BenchArgs) -> Result<
             "input_ms_per_step": ms(host_secs), "input_fraction": input_frac, "ops": op_rows}));
     }
     let status = match &comparator {
-        Ok(cmp) => format!("bench/torch_reference.py, torch {}, {} threads", cmp.torch, rayon::current_num_threads()),
+        Ok(cmp) => format!("bench/torch_reference.py, torch {}, threads: {}", cmp.torch, rayon::current_num_threads()),
         Err(e) => e.clone(),
     };
     let with_reference = comparator.as_ref().is_ok_and(|c| c.has_reference());
