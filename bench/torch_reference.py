@@ -6,7 +6,12 @@ reference repository and not from our Rust code), used two ways:
          every gradient, the adversary loss gradients and one AMSGrad step, compare with `mfd step-dump` output,
          print the max abs / rel error per tensor and exit 1 when a tensor is above tolerance.
   bench  time full training steps (model loss fwd+bwd, AMSGrad, adversary loss fwd+bwd, AMSGrad) in sequences/s,
-         eager and with torch.compile, on CPU (and CUDA when present); JSON on stdout (and --out).
+         eager and with torch.compile, on CPU (and CUDA when present); JSON on stdout (and --out). The batches are
+         encoded before the clock starts and gradients are set to None, as in the reference's loop.
+         `mfd bench train --torch-python PYTHON` runs this as its comparator (docs/PERFORMANCE.md, issue 21).
+         --reference-src DIR times the reference implementation's own IEAquaticDilated and Lightning training_step
+         instead, imported at run time from a checkout of its repository (needs pytorch_lightning, torchmetrics,
+         pandas, pyyaml; its unused plotting / logging imports are stubbed when absent).
 
 Model (mfd-spec.md 1-5): dinucleotide one-hot (16 channels AA..TT, N pairs all-zero) -> Conv1d k15 (bias) ->
 residual pre-activation block k1 -> pool; tower stages (k5 block, residual k1 block, pool) with the float64
@@ -17,7 +22,8 @@ Penalty: total_R2 of adversarial predictors (Linear-BN-LeakyReLU MLPs) in both d
 cov_and_adv, or alone without adversaries). Separate Adam(amsgrad) optimisers for the model and the adversaries.
 Project choices (architecture.md 4): two predictors unless adversary.shared_predictor; `multihot` = Linear(d, d).
 
-Pinned, tested with: torch 2.15.0 (CPU), safetensors 0.8.0, numpy 2.4.6, Python 3.11.
+Pinned, tested with: torch 2.15.0 (CPU), safetensors 0.8.0, numpy 2.4.6, Python 3.11; --reference-src with
+pytorch_lightning 2.6.6, torchmetrics 1.9.0, pandas 3.1.1, PyYAML 6.0.4 and HealthML/MFD commit 00e304e.
 """
 import argparse
 import json
@@ -31,8 +37,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.numpy import load_file
+
+try:  # `check` only; `bench` (what `mfd bench train` runs) needs torch and numpy alone
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+except ImportError:
+    safe_open = load_file = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MAPPING = os.path.join(HERE, "..", "configs", "metadata_mapping.toml")
@@ -357,6 +367,8 @@ def compare(name, ours, ref, atol, rtol, rows, worst):
 
 
 def check(args):
+    if load_file is None:
+        raise SystemExit("check needs the safetensors package")
     torch.manual_seed(0)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     with safe_open(args.checkpoint, "np") as f:
