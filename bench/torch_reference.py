@@ -646,7 +646,7 @@ def bench(args):
     with open(args.config, "rb") as f:
         base = tomllib.load(f)
     cuda = torch.cuda.is_available() and not args.cpu_only and not args.reference_src
-    devices = ["cpu"] + (["cuda"] if cuda else [])
+    devices = (["cpu"] if not args.cuda_only else []) + (["cuda"] if cuda else [])
     results = []
     for device in devices:
         for c in args.c:
@@ -704,6 +704,7 @@ def main():
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--compile", action="store_true", help="also time torch.compile")
     b.add_argument("--cpu-only", action="store_true")
+    b.add_argument("--cuda-only", action="store_true", help="skip the CPU timing (mfd bench train --backend cuda)")
     b.add_argument("--reference-src", metavar="DIR", help="time the reference implementation's own IEAquaticDilated "
                    "and Lightning training step instead, imported from this checkout of its repository (CPU only)")
     b.add_argument("--out")

@@ -5,8 +5,8 @@
 //! training step are timed too (`torch_reference.py bench --reference-src`). No python with torch: the table
 //! says "comparator: torch not found" and has the mfd numbers only.
 //!
-//! The python is `--torch-python`, else `$MFD_TORCH_PYTHON`, else `python3`; it needs torch and numpy (and, for
-//! `--reference-src`, pytorch_lightning, torchmetrics, pandas and pyyaml).
+//! The python is `--torch-python`, else `$MFD_TORCH_PYTHON`, else `python3` ("none" turns the comparator off); it
+//! needs torch and numpy (and, for `--reference-src`, pytorch_lightning, torchmetrics, pandas and pyyaml).
 
 use super::BenchArgs;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,9 @@ pub fn find(args: &BenchArgs) -> Result<Comparator, String> {
         .clone()
         .or_else(|| std::env::var_os("MFD_TORCH_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("python3"));
+    if python.as_os_str() == "none" {
+        return Err("off (--torch-python none)".into());
+    }
     let script =
         [Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py"), "bench/torch_reference.py".into()]
             .into_iter()
@@ -101,9 +104,7 @@ impl Comparator {
         ] {
             cmd.arg(flag).arg(v.to_string());
         }
-        if !s.cuda {
-            cmd.arg("--cpu-only");
-        }
+        cmd.arg(if s.cuda { "--cuda-only" } else { "--cpu-only" });
         if reference {
             let src = self.reference_src.as_ref().ok_or("no --reference-src")?;
             cmd.arg("--reference-src").arg(src);
@@ -201,6 +202,18 @@ mod tests {
         }
         let args = Cli::parse_from(["mfd", "train", "--quick"]).b;
         assert_eq!(find(&args).unwrap_err(), "skipped (--quick)");
+    }
+
+    #[test]
+    fn torch_python_none_turns_the_comparator_off() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            b: BenchArgs,
+        }
+        let args = Cli::parse_from(["mfd", "train", "--torch-python", "none"]).b;
+        assert_eq!(find(&args).unwrap_err(), "off (--torch-python none)");
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Train suite: the python that runs the PyTorch comparator, bench/torch_reference.py (default:
-    /// $MFD_TORCH_PYTHON, else python3; without torch the table has the mfd numbers only).
+    /// $MFD_TORCH_PYTHON, else python3; "none": no comparator; without torch the table has the mfd numbers only).
     #[arg(long)]
     pub torch_python: Option<PathBuf>,
     /// Train suite: a checkout of the reference repository (github.com/HealthML/MFD); its own model and Lightning
