@@ -133,8 +133,10 @@ pub fn seq_per_s(json: &str, device: &str) -> Result<f64, String> {
 /// The Markdown table: mfd, the comparator and their ratio per case; `status` is the comparator line
 /// ("bench/torch_reference.py, torch 2.15.0" or "torch not found ...").
 pub fn table(rows: &[Row], status: &str, with_reference: bool) -> String {
+    // A failure of this row's run is spelled out; the comparator's absence is in the status line only.
     let num = |x: &Result<f64, String>| match x {
         Ok(v) => format!("{v:.1}"),
+        Err(e) if e == status => "—".into(),
         Err(e) => format!("— ({e})"),
     };
     let ratio = |mfd: f64, x: &Result<f64, String>| match x {
@@ -180,9 +182,12 @@ mod tests {
 
     #[test]
     fn table_without_torch_has_the_mfd_numbers_only() {
-        let md = table(&[row(Err("torch not found".into()), None)], "torch not found (python3: ...)", false);
+        let why = "torch not found (python3: No module named 'torch')";
+        let md = table(&[row(Err(why.into()), None)], why, false);
         assert!(md.starts_with("comparator: torch not found"), "{md}");
-        assert!(md.contains("| C=30 | 1.50 | 300.0 | — (torch not found) | — |"), "{md}");
+        assert!(md.contains("| C=30 | 1.50 | 300.0 | — | — |"), "{md}");
+        let md = table(&[row(Err("failed: MemoryError".into()), None)], "bench/torch_reference.py", false);
+        assert!(md.contains("| C=30 | 1.50 | 300.0 | — (failed: MemoryError) | — |"), "{md}");
         assert!(!md.contains("reference"), "{md}");
     }
 
