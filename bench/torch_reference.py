@@ -6,7 +6,12 @@ reference repository and not from our Rust code), used two ways:
          every gradient, the adversary loss gradients and one AMSGrad step, compare with `mfd step-dump` output,
          print the max abs / rel error per tensor and exit 1 when a tensor is above tolerance.
   bench  time full training steps (model loss fwd+bwd, AMSGrad, adversary loss fwd+bwd, AMSGrad) in sequences/s,
-         eager and with torch.compile, on CPU (and CUDA when present); JSON on stdout (and --out).
+         eager and with torch.compile, on CPU (and CUDA when present); JSON on stdout (and --out). The batches are
+         encoded before the clock starts and gradients are set to None, as in the reference's loop.
+         `mfd bench train --torch-python PYTHON` runs this as its comparator (docs/PERFORMANCE.md, issue 21).
+         --reference-src DIR times the reference implementation's own IEAquaticDilated and Lightning training_step
+         instead, imported at run time from a checkout of its repository (needs pytorch_lightning, torchmetrics,
+         pandas, pyyaml; its unused plotting / logging imports are stubbed when absent).
 
 Model (mfd-spec.md 1-5): dinucleotide one-hot (16 channels AA..TT, N pairs all-zero) -> Conv1d k15 (bias) ->
 residual pre-activation block k1 -> pool; tower stages (k5 block, residual k1 block, pool) with the float64
@@ -17,7 +22,8 @@ Penalty: total_R2 of adversarial predictors (Linear-BN-LeakyReLU MLPs) in both d
 cov_and_adv, or alone without adversaries). Separate Adam(amsgrad) optimisers for the model and the adversaries.
 Project choices (architecture.md 4): two predictors unless adversary.shared_predictor; `multihot` = Linear(d, d).
 
-Pinned, tested with: torch 2.15.0 (CPU), safetensors 0.8.0, numpy 2.4.6, Python 3.11.
+Pinned, tested with: torch 2.15.0 (CPU), safetensors 0.8.0, numpy 2.4.6, Python 3.11; --reference-src with
+pytorch_lightning 2.6.6, torchmetrics 1.9.0, pandas 3.1.1, PyYAML 6.0.4 and HealthML/MFD commit 00e304e.
 """
 import argparse
 import json
@@ -31,8 +37,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.numpy import load_file
+
+try:  # `check` only; `bench` (what `mfd bench train` runs) needs torch and numpy alone
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+except ImportError:
+    safe_open = load_file = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MAPPING = os.path.join(HERE, "..", "configs", "metadata_mapping.toml")
@@ -357,6 +367,8 @@ def compare(name, ours, ref, atol, rtol, rows, worst):
 
 
 def check(args):
+    if load_file is None:
+        raise SystemExit("check needs the safetensors package")
     torch.manual_seed(0)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     with safe_open(args.checkpoint, "np") as f:
@@ -451,6 +463,132 @@ def check(args):
 # bench
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# bench --reference-src DIR: time the reference implementation's own model and Lightning training step.
+# Nothing of the reference is copied here: its classes are imported at run time from a local checkout that the user
+# gives (git clone of the public repository). It needs pytorch_lightning, torchmetrics, pandas and pyyaml; its
+# plotting / logging imports (wandb, matplotlib, sklearn, seaborn), unused by a training step, are stubbed when absent.
+
+
+class _Stub(type(sys)):
+    """A module whose every attribute is None (`wandb.run is None`, `from sklearn.decomposition import PCA`)."""
+
+    def __getattr__(self, name):
+        return None
+
+
+def import_reference(src):
+    import importlib.util
+
+    for name in ("wandb", "matplotlib", "matplotlib.pyplot", "seaborn", "sklearn", "sklearn.decomposition",
+                 "sklearn.cross_decomposition", "sklearn.ensemble", "sklearn.metrics", "sklearn.random_projection"):
+        try:
+            present = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # parent package absent
+            present = False
+        if not present:
+            sys.modules[name] = _Stub(name)
+    sys.path.insert(0, os.path.join(os.path.abspath(src), "src"))
+    import models.models as ref  # noqa: E402  (the reference's src/models/models.py)
+
+    return ref
+
+
+def reference_mapping_yaml(mapping, path):
+    """Our metadata mapping TOML in the reference's YAML form. Our `multihot` (Linear d -> d with bias) is the
+    reference's `linear` without intermediate_dim; the reference's own sample config names `multihot`, which its
+    MetadataColumnEmbedding no longer accepts."""
+    import yaml
+
+    intermediate = {"embed": "embed", "linear": "linear", "multihot": "linear", "null": None}
+    out = {}
+    for name, v in mapping["variables"].items():
+        out[name] = {"type": v["type"], "intermediate": intermediate[v.get("transform", "null")]}
+        if "dim" in v:
+            out[name]["intermediate_dim"] = v["dim"]
+    for group, key in (("biological", "biological_features"), ("technical", "technical_features")):
+        g = mapping[group]
+        out[key] = {"direct": {"variables": list(g.get("direct", []))},
+                    "interact": {"variables": list(g.get("interact", [])), "out_dim": g["out_dim"]}}
+    with open(path, "w") as f:
+        yaml.safe_dump(out, f)
+
+
+def bench_reference(src, cfg, dataset, b, steps, warmup=1):
+    """sequences/s of the reference's IEAquaticDilated (use_predictor, cov_and_adv) trained by its own
+    training_step in a pytorch_lightning Trainer on pre-encoded random batches (the data loading is not timed)."""
+
+    import contextlib
+
+    # The reference and Lightning print progress to stdout, which carries our JSON: send it to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _bench_reference(src, cfg, dataset, b, steps, warmup)
+
+
+def _bench_reference(src, cfg, dataset, b, steps, warmup):
+    import tempfile
+    import types
+
+    import pandas as pd
+    import pytorch_lightning as pl
+
+    ref = import_reference(src)
+    m, a = cfg["model"], cfg["adversary"]
+    path = cfg["data"].get("metadata_mapping") or DEFAULT_MAPPING
+    with open(path, "rb") as f:
+        mapping = tomllib.load(f)
+    df = pd.read_csv(os.path.join(dataset, "metadata.tsv"), sep="\t", dtype=str)
+    tmp = tempfile.mkdtemp(prefix="mfd-ref-")
+    yaml_path = os.path.join(tmp, "metadata_mapping.yaml")
+    reference_mapping_yaml(mapping, yaml_path)
+    torch.manual_seed(1)
+    model = ref.IEAquaticDilated(
+        seq_len=m["seq_len"], n_classes=len(df), C=m["c"], seq_order=2, crop=m["crop"],
+        L1=m.get("tower_layers", 6), L2=m.get("dilated_layers", 2), D=m.get("dilation_growth", 1.5),
+        activation="gelu", lr=1e-3, lr_discriminator=1e-3, coeff_cov=cfg["loss"]["lambda_indep"],
+        metadata_loader=types.SimpleNamespace(df_raw=df), metadata_mapping_config=yaml_path,
+        use_predictor=True, cov_and_adv=True, dim_hidden_discriminator=a["hidden"],
+        num_hidden_discriminator=a["layers"])
+    o, t = len(df), m["seq_len"]
+    rng = np.random.default_rng(1)
+    batches = [(onehot_from_bases(rng.choice(np.frombuffer(b"ACGT", np.uint8), size=(b, t + 1)))[None],
+                torch.from_numpy((rng.random((b, o)) < 0.05).astype(np.float32))[None]) for _ in range(4)]
+
+    class Data(pl.LightningDataModule):
+        # the reference's hooks call trainer.datamodule.data.augment_on() / augment_off()
+        data = types.SimpleNamespace(augment_on=lambda: None, augment_off=lambda: None)
+
+        def train_dataloader(self):
+            cycle = [batches[i % len(batches)] for i in range(warmup + steps)]
+            return torch.utils.data.DataLoader(cycle, batch_size=None)
+
+    class Clock(pl.Callback):
+        t0 = t1 = None
+        timed = 0
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if batch_idx == warmup:
+                self.t0, self.cpu0 = time.perf_counter(), time.process_time()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.t1, self.cpu1 = time.perf_counter(), time.process_time()
+            self.timed += batch_idx >= warmup
+
+    clock = Clock()
+    # One epoch over exactly warmup + steps batches. Not max_steps: with manual optimisation and two optimisers,
+    # Lightning's global_step counts optimiser steps (two per batch), so max_steps = N stops after N / 2 batches.
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, callbacks=[clock])
+    trainer.fit(model, datamodule=Data())
+    if clock.timed != steps:
+        raise SystemExit(f"reference bench: {clock.timed} timed batches ran, expected {steps}")
+    secs, cpu = clock.t1 - clock.t0, clock.cpu1 - clock.cpu0
+    return {"c": m["c"], "t": t, "b": b, "o": o, "device": "cpu", "model": "reference", "compiled": False,
+            "steps": steps, "warmup_steps": warmup, "seq_per_s": steps * b / secs, "ms_per_step": 1e3 * secs / steps,
+            "cpu_ms_per_step": 1e3 * cpu / steps}
+
+
 def bench_one(cfg, dataset, b, steps, device, compiled, warmup):
     torch.manual_seed(1)
     model = build(cfg, dataset).to(device)
@@ -459,8 +597,9 @@ def bench_one(cfg, dataset, b, steps, device, compiled, warmup):
     opt_m = torch.optim.Adam(model.model_params(), lr=1e-3, amsgrad=True)
     opt_a = torch.optim.Adam(model.adversary.parameters(), lr=1e-3, amsgrad=True) if model.adversary else None
     rng = np.random.default_rng(1)
-    batches = [(rng.choice(np.frombuffer(b"ACGT", np.uint8), size=(b, t + 1)),
-                (rng.random((b, o)) < 0.05).astype(np.float32)) for _ in range(4)]
+    # Encoded before the clock starts, as the reference's DataLoader hands its loop ready float tensors.
+    batches = [(onehot_from_bases(rng.choice(np.frombuffer(b"ACGT", np.uint8), size=(b, t + 1))).to(device),
+                torch.from_numpy((rng.random((b, o)) < 0.05).astype(np.float32)).to(device)) for _ in range(4)]
 
     def model_step(x, y):
         out = model(x, y)
@@ -477,14 +616,12 @@ def bench_one(cfg, dataset, b, steps, device, compiled, warmup):
         adv_step = torch.compile(adv_step)
 
     def step(i):
-        bases, labels = batches[i % len(batches)]
-        x = onehot_from_bases(bases).to(device)
-        y = torch.from_numpy(labels).to(device)
-        opt_m.zero_grad(set_to_none=False)
+        x, y = batches[i % len(batches)]
+        opt_m.zero_grad()  # set_to_none, as the reference: no fill of every gradient buffer each step
         f = model_step(x, y)
         opt_m.step()
         if opt_a is not None:
-            opt_a.zero_grad(set_to_none=False)
+            opt_a.zero_grad()
             adv_step(f.detach())
             opt_a.step()
         if device == "cuda":
@@ -494,13 +631,13 @@ def bench_one(cfg, dataset, b, steps, device, compiled, warmup):
     for i in range(warmup):
         step(i)
     warm_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for i in range(steps):
         step(warmup + i)
-    secs = time.perf_counter() - t0
-    return {"c": cfg["model"]["c"], "t": t, "b": b, "o": o, "device": device, "compiled": compiled,
+    secs, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"c": cfg["model"]["c"], "t": t, "b": b, "o": o, "device": device, "model": "ours", "compiled": compiled,
             "steps": steps, "warmup_steps": warmup, "warmup_s": warm_s, "seq_per_s": steps * b / secs,
-            "ms_per_step": 1e3 * secs / steps}
+            "ms_per_step": 1e3 * secs / steps, "cpu_ms_per_step": 1e3 * cpu / steps}
 
 
 def bench(args):
@@ -508,13 +645,19 @@ def bench(args):
         torch.set_num_threads(args.threads)
     with open(args.config, "rb") as f:
         base = tomllib.load(f)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
+    cuda = torch.cuda.is_available() and not args.cpu_only and not args.reference_src
+    devices = (["cpu"] if not args.cuda_only else []) + (["cuda"] if cuda else [])
     results = []
     for device in devices:
         for c in args.c:
             cfg = json.loads(json.dumps(base))
             cfg["model"].update(c=c, seq_len=args.t, crop=args.crop)
             cfg["adversary"]["hidden"] = args.hidden
+            if args.reference_src:
+                r = bench_reference(args.reference_src, cfg, args.dataset, args.b, args.steps)
+                print(json.dumps(r), file=sys.stderr)
+                results.append(r)
+                continue
             for compiled in ([False, True] if args.compile else [False]):
                 try:
                     r = bench_one(cfg, args.dataset, args.b, args.steps, device, compiled, 3 if compiled else 1)
@@ -561,6 +704,9 @@ def main():
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--compile", action="store_true", help="also time torch.compile")
     b.add_argument("--cpu-only", action="store_true")
+    b.add_argument("--cuda-only", action="store_true", help="skip the CPU timing (mfd bench train --backend cuda)")
+    b.add_argument("--reference-src", metavar="DIR", help="time the reference implementation's own IEAquaticDilated "
+                   "and Lightning training step instead, imported from this checkout of its repository (CPU only)")
     b.add_argument("--out")
     a = p.parse_args()
     sys.exit(check(a) if a.cmd == "check" else bench(a))

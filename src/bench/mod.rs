@@ -5,7 +5,8 @@
 //! - `kernels`: every Backend op at the model's real shapes for C = 30 and C = 120 (B = 64, T = 2176): ms, bytes
 //!   moved (lower bound), FLOPs, GB/s, GFLOP/s and the fraction of the roofline (`kernels.rs`).
 //! - `train`: full training steps: sequences/s, the per-op breakdown, model FLOPs, MFU and the input-pipeline
-//!   fraction (`train.rs`).
+//!   fraction (`train.rs`), and for C = 30 and C = 120 the PyTorch comparator's sequences/s and the ratio
+//!   (`comparator.rs`).
 //! - `allreduce`: gradient all-reduce bus bandwidth through `dist::Comm`, 1 KiB to 64 MiB (`allreduce.rs`).
 //!
 //! `mfd bench` (or `all`) runs every suite and writes `<work>/bench.json` and `<work>/bench.md`; one suite writes
@@ -14,6 +15,7 @@
 //! waits for every queued op (the trait has no explicit synchronise).
 
 mod allreduce;
+mod comparator;
 mod data;
 mod kernels;
 mod peak;
@@ -54,6 +56,14 @@ pub struct BenchArgs {
     /// Write the JSON result here (default: <work>/bench.json or <work>/<suite>.json); the Markdown goes beside it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Train suite: the python that runs the PyTorch comparator, bench/torch_reference.py (default:
+    /// $MFD_TORCH_PYTHON, else python3; "none": no comparator; without torch the table has the mfd numbers only).
+    #[arg(long)]
+    pub torch_python: Option<PathBuf>,
+    /// Train suite: a checkout of the reference repository (github.com/HealthML/MFD); its own model and Lightning
+    /// training step are timed too (torch_reference.py bench --reference-src).
+    #[arg(long)]
+    pub reference_src: Option<PathBuf>,
 }
 
 const SUITES: [&str; 5] = ["peak", "data", "kernels", "train", "allreduce"];
@@ -185,6 +195,11 @@ pub(crate) fn sync<B: Backend>(be: &B, probe: &B::Buf) -> Result<()> {
     be.download(probe, &mut one)
 }
 
+/// The 1-minute load average (/proc/loadavg), where there is one.
+pub(crate) fn load_avg_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok())
+}
+
 /// Machine facts for the report: threads, CPU model, load average, date, commit.
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -195,9 +210,7 @@ fn machine() -> Value {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "?".into());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()));
+    let load = load_avg_1m();
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()

@@ -7,9 +7,13 @@
 //!   replaces; head and adversary MLPs not counted) and MFU = achieved model FLOP/s / the measured GEMM peak;
 //! - the input-pipeline fraction: host encode + label gather + upload time / step time. This is the trainer's own
 //!   data path (`train::trainer`: `encode_batch`, `gather_labels`, `upload_bytes`, synchronous, no prefetch), so
-//!   the fraction is time the step waits for data.
+//!   the fraction is time the step waits for data;
+//! - for each case (C = 30, C = 120, the default), the PyTorch comparator's sequences/s at the same shapes, run
+//!   right after mfd's own timing of the case, and the ratio (`comparator.rs`; "comparator: torch not found"
+//!   without torch).
 
-use super::{sync, BenchArgs, Peak, Section};
+use super::comparator::{self, Shape};
+use super::{load_avg_1m, sync, BenchArgs, Peak, Section};
 use crate::backend::cpu::profile;
 use crate::backend::{AdamConfig, Backend, NoReduce};
 use crate::config::Config;
@@ -54,6 +58,8 @@ pub fn bench_train<B: Backend>(be: &B, peak: &Peak, args: &BenchArgs) -> Result<
         peak.gflop_s
     );
     let probe = be.alloc(1)?;
+    let comparator = comparator::find(args);
+    let mut comparisons = Vec::new();
     for (name, mut overrides) in cases {
         overrides.push(format!("train.batch_size={b}"));
         overrides.push(format!("data.dataset={}", toml::Value::String(ds_dir.to_string_lossy().into_owned())));
@@ -85,6 +91,7 @@ pub fn bench_train<B: Backend>(be: &B, peak: &Peak, args: &BenchArgs) -> Result<
         step(0)?;
         sync(be, &probe)?;
         host_secs.set(0.0);
+        let load = load_avg_1m();
         profile::take();
         profile::set_enabled(true);
         let t0 = Instant::now();
@@ -96,6 +103,25 @@ pub fn bench_train<B: Backend>(be: &B, peak: &Peak, args: &BenchArgs) -> Result<
         profile::set_enabled(false);
         let ops = profile::take();
         let sps = (steps * b) as f64 / secs;
+        let shape = Shape {
+            c,
+            t: seq_len,
+            crop: cfg.model.crop,
+            b,
+            hidden: cfg.adversary.hidden,
+            steps,
+            threads: rayon::current_num_threads(),
+            cuda: be.name() != crate::backend::cpu::CpuBackend.name(),
+        };
+        let (torch, reference) = match &comparator {
+            Ok(cmp) => {
+                eprintln!("mfd bench: train {name}: comparator");
+                let torch = cmp.run(&ds_dir, shape, false);
+                (torch, cmp.has_reference().then(|| cmp.run(&ds_dir, shape, true)))
+            }
+            Err(e) => (Err(e.clone()), None),
+        };
+        comparisons.push(comparator::Row { case: name.into(), load, mfd: sps, torch, reference });
         let ms = |s: f64| 1e3 * s / steps as f64;
         let gflop_s = sps * gflop_per_seq;
         let mfu = gflop_s / peak.gflop_s;
@@ -125,8 +151,35 @@ pub fn bench_train<B: Backend>(be: &B, peak: &Peak, args: &BenchArgs) -> Result<
             "ms_per_step": ms(secs), "model_gflop_per_seq": gflop_per_seq, "model_gflop_s": gflop_s, "mfu": mfu,
             "input_ms_per_step": ms(host_secs), "input_fraction": input_frac, "ops": op_rows}));
     }
+    let status = match &comparator {
+        Ok(cmp) => format!("bench/torch_reference.py, torch {}, threads: {}", cmp.torch, rayon::current_num_threads()),
+        Err(e) => e.clone(),
+    };
+    let with_reference = comparator.as_ref().is_ok_and(|c| c.has_reference());
+    md += &format!(
+        "\n### mfd vs PyTorch (same shapes and threads; each comparator run right after mfd's)\n\n{}",
+        comparator::table(&comparisons, &status, with_reference)
+    );
+    let comparison_json: Vec<_> = comparisons
+        .iter()
+        .map(|r| {
+            let mut o = json!({"case": r.case, "mfd_seq_per_s": r.mfd});
+            if let Some(l) = r.load {
+                o["load_avg_1m"] = json!(l);
+            }
+            for (key, x) in [("torch", Some(&r.torch)), ("reference", r.reference.as_ref())] {
+                match x {
+                    Some(Ok(v)) => o[format!("{key}_seq_per_s")] = json!(v),
+                    Some(Err(e)) => o[format!("{key}_error")] = json!(e),
+                    None => {}
+                }
+            }
+            o
+        })
+        .collect();
     md += &breakdowns;
     let json = json!({"backend": be.name(), "peak_gflop_s": peak.gflop_s,
+        "comparator": status, "comparison": comparison_json,
         "flops_note": "trunk convolutions only (stem as a dense conv), 3x the forward; head and adversary MLPs not counted",
         "input_note": "host encode_batch + gather_labels + upload_bytes, synchronous as in the trainer: time the step waits for data",
         "results": rows});
