@@ -44,7 +44,8 @@ fn check_table(dir: &Path) {
             let v = get(k);
             assert!((0.0..=1.0).contains(&v), "{k} = {v}\n{tsv}");
         }
-        for k in ["r2_bio_from_tech", "r2_tech_from_bio", "motif_r2_bio", "gc_r2_tech", "corr_frobenius"] {
+        for k in ["r2_bio_from_tech", "r2_tech_from_bio", "motif_r2_bio", "gc_r2_tech", "zbio_r2_bio", "corr_frobenius"]
+        {
             assert!(get(k).is_finite(), "{k}\n{tsv}");
         }
     }

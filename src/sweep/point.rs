@@ -76,6 +76,20 @@ pub struct Truth {
     pub gc_r2_tech: f64,
     #[serde(deserialize_with = "f64_or_nan")]
     pub oracle_auroc: f64,
+    /// Probe R2 to the true biological logit z_bio (real-sequence presets; NaN in a point.json written before).
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub zbio_r2_bio: f64,
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub zbio_r2_tech: f64,
+    /// Probe R2 to the technical k-mer count.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub kmer_r2_bio: f64,
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub kmer_r2_tech: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// Everything the sweep table reports about one point (`point.json`).
@@ -222,6 +236,10 @@ pub fn finish(sweep: &Sweep, point: &Point, summary: Option<&RunSummary>) -> Res
                 gc_r2_bio: d.gc_r2_bio,
                 gc_r2_tech: d.gc_r2_tech,
                 oracle_auroc: d.oracle_auroc,
+                zbio_r2_bio: d.zbio_r2_bio,
+                zbio_r2_tech: d.zbio_r2_tech,
+                kmer_r2_bio: d.kmer_r2_bio,
+                kmer_r2_tech: d.kmer_r2_tech,
             })
         }
         None => None,

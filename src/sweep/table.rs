@@ -26,7 +26,8 @@ pub fn results_tsv(rows: &[PointResult]) -> String {
     let mut s = String::from(
         "point\tlambda_indep\tadversary\tmetadata\tseed\tsteps\tval_auroc\tval_auprc\ttest_auroc\ttest_auprc\t\
          shuffle_accuracy\tr2_bio_from_tech\tr2_tech_from_bio\tcorr_frobenius\tmotif_r2_bio\tmotif_r2_tech\t\
-         gc_r2_bio\tgc_r2_tech\toracle_auroc\tcombined_auroc\tcombined_auprc\tbio_auroc\tbio_auprc\ttech_auroc\t\
+         gc_r2_bio\tgc_r2_tech\toracle_auroc\tzbio_r2_bio\tzbio_r2_tech\tkmer_r2_bio\tkmer_r2_tech\t\
+         combined_auroc\tcombined_auprc\tbio_auroc\tbio_auprc\ttech_auroc\t\
          tech_auprc\toverrides\n",
     );
     for r in rows {
@@ -39,7 +40,7 @@ pub fn results_tsv(rows: &[PointResult]) -> String {
         let i = &r.independence;
         let _ = writeln!(
             s,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{ca}\t{cp}\t{ba}\t{bp}\t{ta}\t{tp}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{ca}\t{cp}\t{ba}\t{bp}\t{ta}\t{tp}\t{}",
             r.name,
             r.lambda_indep,
             r.adversary,
@@ -59,6 +60,10 @@ pub fn results_tsv(rows: &[PointResult]) -> String {
             tr(t.gc_r2_bio),
             tr(t.gc_r2_tech),
             tr(t.oracle_auroc),
+            tr(t.zbio_r2_bio),
+            tr(t.zbio_r2_tech),
+            tr(t.kmer_r2_bio),
+            tr(t.kmer_r2_tech),
             r.overrides.join(" ")
         );
     }
@@ -82,24 +87,27 @@ pub fn results_md(rows: &[PointResult]) -> String {
         "Validation and test: macro AUROC / AUPRC of the best checkpoint (both strands). Independence (test \
          features, mfd-spec.md 8.7): shuffle-discriminator accuracy (0.5 = independent), held-out predictor R2 \
          (S / C) in both directions, ||corr(tech, bio)||_F. Truth: probe R2 of the biological / technical \
-         features to planted-motif counts and GC.\n\n",
+         features to planted-motif counts (motif scan scores on real sequence), GC and, where the preset writes \
+         them, the true biological logit z_bio (NA otherwise).\n\n",
     );
     s.push_str(
         "| point | setting | val AUROC | val AUPRC | test AUROC | test AUPRC | shuffle acc | R2 bio<-tech | \
-         R2 tech<-bio | corr F | motif R2 bio / tech | GC R2 bio / tech |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         R2 tech<-bio | corr F | motif R2 bio / tech | GC R2 bio / tech | z_bio R2 bio / tech |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let i = &r.independence;
-        let (m, g) = match &r.truth {
+        let (m, g, z) = match &r.truth {
             Some(t) => (
                 format!("{} / {}", num(t.motif_r2_bio), num(t.motif_r2_tech)),
                 format!("{} / {}", num(t.gc_r2_bio), num(t.gc_r2_tech)),
+                format!("{} / {}", num(t.zbio_r2_bio), num(t.zbio_r2_tech)),
             ),
-            None => ("NA".into(), "NA".into()),
+            None => ("NA".into(), "NA".into(), "NA".into()),
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {m} | {g} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {m} | {g} | {z} |",
             r.name,
             label(r),
             num(r.val_auroc),
@@ -252,5 +260,19 @@ mod tests {
         assert!(back.test_auprc.is_nan());
         assert_eq!(back.name, "a");
         assert_eq!(back.downstream, r.downstream);
+    }
+
+    #[test]
+    fn a_point_json_without_the_zbio_columns_reads_them_as_nan() {
+        let old = r#"{"motif_r2_bio":0.4,"motif_r2_tech":0.3,"gc_r2_bio":0.5,"gc_r2_tech":0.9,"oracle_auroc":0.93}"#;
+        let t: crate::sweep::point::Truth = serde_json::from_str(old).unwrap();
+        assert_eq!(t.gc_r2_tech, 0.9);
+        assert!(t.zbio_r2_bio.is_nan() && t.zbio_r2_tech.is_nan() && t.kmer_r2_bio.is_nan() && t.kmer_r2_tech.is_nan());
+        let mut r = row("a", 0.1);
+        r.truth = Some(t);
+        let tsv = results_tsv(&[r]);
+        let lines: Vec<&str> = tsv.lines().collect();
+        let col = lines[0].split('\t').position(|h| h == "zbio_r2_bio").unwrap();
+        assert_eq!(lines[1].split('\t').nth(col), Some("NA"), "{tsv}");
     }
 }
