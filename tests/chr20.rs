@@ -130,3 +130,22 @@ fn chr20_small_technical_half_carries_gc() {
     let (gb, gt) = (get("gc_r2_bio"), get("gc_r2_tech"));
     assert!(gb < gt, "GC probe R2: biological half {gb:.3} not below technical half {gt:.3}");
 }
+
+/// `mfd synth --fasta`: only for the real-sequence presets; a missing file is an error naming it, not a panic.
+#[test]
+fn synth_fasta_flag_is_checked() {
+    use mfd::data::synth::{run, SynthArgs};
+    let dir = tempfile::tempdir().unwrap();
+    let args = |preset: &str, fasta: &str| SynthArgs {
+        out: dir.path().join(preset),
+        seed: 1,
+        preset: preset.into(),
+        contigs: vec!["chr9".into()],
+        fasta: Some(PathBuf::from(fasta)),
+    };
+    let e = run(&args("tiny", "/x/20.fa.gz")).unwrap_err().to_string();
+    assert!(e.contains("--fasta /x/20.fa.gz") && e.contains("chr20"), "{e}");
+    let e = run(&args("chr20", "/no/such/20.fa.gz")).unwrap_err().to_string();
+    assert!(e.contains("/no/such/20.fa.gz"), "{e}");
+    assert!(!dir.path().join("chr20").join("genome.fa").exists());
+}

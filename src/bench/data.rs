@@ -20,6 +20,7 @@ pub fn bench_data(args: &BenchArgs) -> Result<Section> {
             seed: 1,
             preset: preset.clone(),
             contigs: vec![],
+            fasta: None,
         })?;
     }
     // Not `dataset-tiny`: that one is the train suite's (kept between runs); this one is rebuilt every time.

@@ -88,6 +88,7 @@ pub fn ensure_dataset(cfg: &Config) -> Result<()> {
             seed: cfg.data.synth_seed,
             preset: preset.clone(),
             contigs: vec![],
+            fasta: None,
         })?;
     }
     eprintln!("mfd: preparing {}", ds.display());

@@ -84,19 +84,33 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Size preset: tiny (the embedded default, seconds), bench, genome (hg38-scale, streamed), chr20 and
-    /// chr20-small (real GRCh37 chr20 sequence from the vt-examples package; another copy: $MFD_CHR20_FASTA).
+    /// chr20-small (real GRCh37 chr20 sequence from the vt-examples package; another copy: --fasta).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
 
     /// Only these contigs of the preset (comma-separated), for partial runs and timing; default: all.
     #[arg(long, value_delimiter = ',')]
     pub contigs: Vec<String>,
+    /// The GRCh37 chr20 FASTA (plain or gzip) of a real-sequence preset; default: $MFD_CHR20_FASTA, else the
+    /// vt-examples package's copy.
+    #[arg(long)]
+    pub fasta: Option<PathBuf>,
 }
 
 pub fn run(args: &SynthArgs) -> Result<()> {
     let mut p = preset(&args.preset)?;
     if !args.contigs.is_empty() {
         p = p.restrict(&args.contigs)?;
+    }
+    if let Some(fa) = &args.fasta {
+        if p.real.is_none() {
+            return Err(MfdError::Other(format!(
+                "mfd synth --fasta {}: the {} preset generates its sequence; --fasta is for chr20 and chr20-small",
+                fa.display(),
+                p.name
+            )));
+        }
+        p.fasta = Some(fa.clone());
     }
     let start = Instant::now();
     let s = synthesize(&p, args.seed, &args.out)?;
