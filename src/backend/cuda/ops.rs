@@ -2,7 +2,8 @@
 //! and dense convolutions, the dense products and the AMSGrad update. Each checks every buffer length against the
 //! op's shape (the same checks as the CPU backend) and then launches one kernel; zero-size work launches nothing.
 
-use super::launch::{check, grid1d, launch, per_block, tiles16};
+use super::cublas::Operand;
+use super::launch::{check, grid1d, launch, per_block};
 use super::{CudaBackend, DevBuf};
 use crate::backend::shapes::*;
 use crate::backend::Activation;
@@ -245,8 +246,8 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// c[c_off..] (m, n), row stride ldc = alpha op(a) op(b) + beta c. Operand extents are checked against their
-    /// buffers (offset + last element inside the buffer).
+    /// c[c_off..] (m, n), row stride ldc = alpha op(a) op(b) + beta c, on cuBLAS (`cublas.rs`; operand extents are
+    /// checked against their buffers there).
     pub(crate) fn k_gemm(
         &self,
         m: usize,
@@ -260,39 +261,9 @@ impl CudaBackend {
         c_off: usize,
         ldc: usize,
     ) -> Result<()> {
-        // Stored extents: a is (m, k) or (k, m) when transposed; b is (k, n) or (n, k).
-        let extent = |rows: usize, cols: usize, ld: usize, off: usize| {
-            if rows == 0 || cols == 0 {
-                off
-            } else {
-                off + (rows - 1) * ld + cols
-            }
-        };
-        let (ar, ac) = if a.trans { (k, m) } else { (m, k) };
-        let (br, bc) = if b.trans { (n, k) } else { (k, n) };
-        for (name, need, have, ld, cols) in [
-            ("a", extent(ar, ac, a.ld, a.offset), a.buf.len, a.ld, ac),
-            ("b", extent(br, bc, b.ld, b.offset), b.buf.len, b.ld, bc),
-            ("c", extent(m, n, ldc, c_off), c.len, ldc, n),
-        ] {
-            if need > have || ld < cols {
-                return Err(MfdError::Shape {
-                    op: "matmul",
-                    msg: format!("operand {name} needs {need} elements with row stride {ld} >= {cols}, has {have}"),
-                });
-            }
-        }
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        let cfg = tiles16(m, n)?;
-        let av = a.buf.data.slice(a.offset..a.buf.len.max(a.offset));
-        let bv = b.buf.data.slice(b.offset..b.buf.len.max(b.offset));
-        let clen = c.len;
-        let mut cv = c.data.slice_mut(c_off..clen.max(c_off));
-        let [m, n, k, lda, ldb, ldc] = [m, n, k, a.ld, b.ld, ldc].map(|v| v as i64);
-        let (ta, tb) = (a.trans as i32, b.trans as i32);
-        launch!(self, "gemm_f32", cfg, &m, &n, &k, &alpha, &av, &lda, &ta, &bv, &ldb, &tb, &beta, &mut cv, &ldc)
+        let a = Operand { buf: a.buf, offset: a.offset, ld: a.ld, trans: a.trans, stride: 0 };
+        let b = Operand { buf: b.buf, offset: b.offset, ld: b.ld, trans: b.trans, stride: 0 };
+        self.gemm_batched((m, n, k, 1), alpha, a, b, beta, c, (c_off, ldc, 0))
     }
 
     /// y (rows, d) += bias (d) on every row.
