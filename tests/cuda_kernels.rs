@@ -211,6 +211,10 @@ fn conv1d_dilated_forward_and_backward() {
     for s in [
         Conv1dShape { b: 2, c_in: 5, c_out: 6, l: 40, k: 5, dilation: 2 },
         Conv1dShape { b: 3, c_in: 7, c_out: 4, l: 9, k: 1, dilation: 1 },
+        // More batch entries than the dW GEMMs' 16 parts (a second split-K pass), and taps reaching past both ends.
+        Conv1dShape { b: 18, c_in: 3, c_out: 2, l: 7, k: 3, dilation: 4 },
+        // The outer taps entirely in the padding (no GEMM for them).
+        Conv1dShape { b: 2, c_in: 2, c_out: 3, l: 7, k: 3, dilation: 8 },
     ] {
         let (x, w, dy) =
             (rand(&mut rng, s.x_len(), 1.0), rand(&mut rng, s.weight_len(), 1.0), rand(&mut rng, s.y_len(), 1.0));
@@ -635,10 +639,10 @@ fn r2_score_backward_grad_and_standardize_bwd() {
 
 /// TF32 (cuBLAS CUBLAS_COMPUTE_32F_FAST_TF32): each f32 operand rounded to 10 mantissa bits (relative 2^-11), f32
 /// accumulation. For sums of up to ~100 O(1) products the error stays below 1e-2 (measured on the virtual GPU, whose
-/// cuBLAS emulates the rounding: max abs error 2.2e-3 here).
+/// cuBLAS emulates the rounding: max abs error 2.3e-3 here).
 const TF32: Tol = Tol { atol: 1e-2, rtol: 1e-2 };
 /// BF16 (CUBLAS_COMPUTE_32F_FAST_16BF): operands rounded to 8 mantissa bits (relative 2^-9), f32 accumulation.
-/// Measured max abs error 1.6e-2 here.
+/// Measured max abs error 1.8e-2 here.
 const BF16: Tol = Tol { atol: 6e-2, rtol: 3e-2 };
 
 /// The dense products (matmul in all transposes, linear forward/backward, dilated convolution forward/backward)
