@@ -2,8 +2,8 @@
 //! B = 32, free output layer) trained for STEPS steps on the virtual GPU (tests/vgpu/run.sh) reaches a validation
 //! macro AUROC clearly above chance and within 0.1 of the same run on the CPU backend; the same run in
 //! `train.precision = "bf16"` stays within 0.03 of the f32 one. Every kernel, cuBLAS, the registry, the launchers
-//! and the trainer's CUDA path run; the virtual GPU executes each GPU thread as a host fiber, so this is ~100x slower than the CPU backend
-//! and kept small. Skipped unless MFD_VGPU=1 (set by run.sh); on a real GPU, launch/README.md's commands train the
+//! and the trainer's CUDA path run; the virtual GPU executes each GPU thread as a host fiber, so this is ~100x
+//! slower than the CPU backend and kept small. Skipped unless MFD_VGPU=1 (set by run.sh); on a real GPU, launch/README.md's commands train the
 //! full default instead.
 
 use std::path::Path;
