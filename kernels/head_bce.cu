@@ -3,7 +3,7 @@
  * p = sigmoid(logit); loss = mean over B O of -max(ln p, -100) (label 1) or -max(ln(1 - p), -100) (label 0), as
  * torch BCELoss on probabilities. Label bit j of row b: byte b * row_bytes + j / 8, bit j % 8 (LSB first).
  * Backward: dz exactly as autograd through sigmoid + BCELoss ((p - y) / max(p (1 - p), 1e-12) / (B O) (1 - p) p,
- * so a saturated f32 sigmoid gives 0); d_features and dW are gemm_f32 products (matmul.cu).
+ * so a saturated f32 sigmoid gives 0); d_features and dW are cuBLAS products (cublas.rs).
  * Twin: src/backend/cpu/head.rs. Launch of head_fwd_f32: grid (ceil(O / 16), ceil(B / 16)), block (16, 16), 4 KB
  * static shared memory; loss_sum (one f64) must be zeroed before the launch. */
 

@@ -11,7 +11,8 @@
 #   5. bench/torch_reference.py on the same GPU, eager and torch.compile, side by side (when torch is importable)
 # --quick: tiny sizes, for CI on the virtual GPU (`tests/vgpu/run.sh launch/gpu_check.sh --quick`): the CUDA tests
 #   are left to CI's own vgpu section, the runs take a few steps, the numbers mean nothing.
-# Libraries: libcuda from the driver; NVRTC 13.0 and NCCL from the Python wheels (stack.md) on LD_LIBRARY_PATH.
+# Libraries: libcuda from the driver; NVRTC 13.0, cuBLAS 13 and NCCL from the Python wheels (stack.md) on
+# LD_LIBRARY_PATH (cuBLAS's directory is added from python3's nvidia package when missing; the bundle carries none).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,26 @@ if [ -n "$BUNDLE" ]; then
   done
   echo "gpu_check: bundle in $BUNDLE: $(ls "$BUNDLE" | tr '\n' ' ')"
   exit 0
+fi
+
+# cuBLAS (the dense products, issue 19 item 1) comes from the GPU machine's nvidia-cublas wheel
+# (<site-packages>/nvidia/cu13/lib/libcublas.so.13, beside NVRTC's), not from the bundle: unless a libcublas is
+# already on LD_LIBRARY_PATH (or the virtual GPU's), that directory goes first, found through python3 as .ci/run does.
+have_lib() {
+  local d ds
+  IFS=: read -ra ds <<< "${LD_LIBRARY_PATH:-}"
+  for d in "${ds[@]}"; do [ -n "$d" ] && [ -e "$d/$1" ] && return 0; done
+  ldconfig -p 2>/dev/null | grep -q "$1 "
+}
+if ! have_lib libcublas.so.13 && ! have_lib libcublas.so; then
+  NV_LIB=$(python3 -c 'import os, nvidia; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null)
+  if [ -n "$NV_LIB" ] && [ -e "$NV_LIB/libcublas.so.13" ]; then
+    export LD_LIBRARY_PATH="$NV_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "gpu_check: cuBLAS from $NV_LIB"
+  else
+    echo "gpu_check: warning: no libcublas.so.13 on LD_LIBRARY_PATH nor in python3's nvidia package" \
+      "(pip install nvidia-cublas); the CUDA steps will fail to create the backend" >&2
+  fi
 fi
 
 if [ -z "$BIN" ]; then

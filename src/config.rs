@@ -128,6 +128,12 @@ pub struct TrainConfig {
     /// Backend: "cpu", "cuda" or "auto" (the GPU when one works).
     #[serde(default)]
     pub backend: BackendKind,
+    /// Precision of the dense products on the CUDA backend (convolutions, head, hypernetworks, adversary MLPs on
+    /// cuBLAS): "f32" (default; matches the CPU twin), "tf32" or "bf16" (tensor cores; f32 accumulation). Master
+    /// weights, gradients, the loss and every other op stay f32 in every mode. The CPU backend computes in f32
+    /// whatever is asked and says so once at start.
+    #[serde(default)]
+    pub precision: Precision,
     /// Run directory.
     pub out: PathBuf,
 }
@@ -187,6 +193,26 @@ pub enum BackendKind {
     Cuda,
     /// The GPU when one works, else the CPU (with a note saying why).
     Auto,
+}
+
+/// `train.precision`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32 = 0,
+    Tf32 = 1,
+    Bf16 = 2,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        })
+    }
 }
 
 /// `dist.batch_stats`.
@@ -434,6 +460,11 @@ mod tests {
         assert_eq!(c.model.c, 120);
         assert_eq!(c.train.out, PathBuf::from("x/y"));
         assert_eq!(c.train.backend, BackendKind::Auto);
+        assert_eq!(c.train.precision, Precision::F32, "f32 unless asked");
+        let c = Config::load(None, &["train.precision=\"bf16\"".into()]).unwrap();
+        assert_eq!(c.train.precision, Precision::Bf16);
+        let e = Config::load(None, &["train.precision=\"fp8\"".into()]).unwrap_err().to_string();
+        assert!(e.contains("train.precision") && e.contains("--set") && e.contains("tf32"), "{e}");
     }
 
     #[test]

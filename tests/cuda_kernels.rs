@@ -211,6 +211,10 @@ fn conv1d_dilated_forward_and_backward() {
     for s in [
         Conv1dShape { b: 2, c_in: 5, c_out: 6, l: 40, k: 5, dilation: 2 },
         Conv1dShape { b: 3, c_in: 7, c_out: 4, l: 9, k: 1, dilation: 1 },
+        // More batch entries than the dW GEMMs' 16 parts (a second split-K pass), and taps reaching past both ends.
+        Conv1dShape { b: 18, c_in: 3, c_out: 2, l: 7, k: 3, dilation: 4 },
+        // The outer taps entirely in the padding (no GEMM for them).
+        Conv1dShape { b: 2, c_in: 2, c_out: 3, l: 7, k: 3, dilation: 8 },
     ] {
         let (x, w, dy) =
             (rand(&mut rng, s.x_len(), 1.0), rand(&mut rng, s.weight_len(), 1.0), rand(&mut rng, s.y_len(), 1.0));
@@ -630,5 +634,75 @@ fn r2_score_backward_grad_and_standardize_bwd() {
             let (dp, dt) = (be.to_host(&dp).unwrap(), be.to_host(&dt).unwrap());
             vec![("r2 dpred", grads(&dp), dp), ("r2 dtarget", grads(&dt), dt)]
         });
+    }
+}
+
+/// TF32 (cuBLAS CUBLAS_COMPUTE_32F_FAST_TF32): each f32 operand rounded to 10 mantissa bits (relative 2^-11), f32
+/// accumulation. For sums of up to ~100 O(1) products the error stays below 1e-2 (measured on the virtual GPU, whose
+/// cuBLAS emulates the rounding: max abs error 2.3e-3 here).
+const TF32: Tol = Tol { atol: 1e-2, rtol: 1e-2 };
+/// BF16 (CUBLAS_COMPUTE_32F_FAST_16BF): operands rounded to 8 mantissa bits (relative 2^-9), f32 accumulation.
+/// Measured max abs error 1.8e-2 here.
+const BF16: Tol = Tol { atol: 6e-2, rtol: 3e-2 };
+
+/// The dense products (matmul in all transposes, linear forward/backward, dilated convolution forward/backward)
+/// on `be`, with seeded inputs.
+fn dense_products<B: Backend>(be: &B) -> Vec<(&'static str, Vec<f32>)> {
+    let mut rng = Rng::new(11);
+    let s = MatmulShape { m: 29, n: 17, k: 40 };
+    let (a, b, c0) = (rand(&mut rng, s.m * s.k, 1.0), rand(&mut rng, s.k * s.n, 1.0), rand(&mut rng, s.m * s.n, 1.0));
+    let ls = LinearShape { n: 9, d_in: 24, d_out: 6 };
+    let (x, w, dy) = (rand(&mut rng, 9 * 24, 1.0), rand(&mut rng, 6 * 24, 1.0), rand(&mut rng, 9 * 6, 1.0));
+    let cs = Conv1dShape { b: 2, c_in: 8, c_out: 6, l: 30, k: 5, dilation: 2 };
+    let (cx, cw, cdy) =
+        (rand(&mut rng, cs.x_len(), 1.0), rand(&mut rng, cs.weight_len(), 1.0), rand(&mut rng, cs.y_len(), 1.0));
+    let mut outs = Vec::new();
+    for (ta, tb) in [(false, false), (true, true)] {
+        let mut c = be.upload(&c0).unwrap();
+        be.matmul(s, &be.upload(&a).unwrap(), ta, &be.upload(&b).unwrap(), tb, 0.7, 0.5, &mut c).unwrap();
+        outs.push(("matmul", be.to_host(&c).unwrap()));
+    }
+    let (ux, uw) = (be.upload(&x).unwrap(), be.upload(&w).unwrap());
+    let mut y = be.alloc(9 * 6).unwrap();
+    be.linear_fwd(ls, &ux, &uw, None, &mut y).unwrap();
+    let (mut dx, mut dw) = (be.alloc(9 * 24).unwrap(), be.alloc(6 * 24).unwrap());
+    be.linear_bwd(ls, &ux, &uw, &be.upload(&dy).unwrap(), Some(&mut dx), &mut dw, None).unwrap();
+    outs.extend([("linear y", be.to_host(&y).unwrap()), ("linear dx", be.to_host(&dx).unwrap())]);
+    outs.push(("linear dw", be.to_host(&dw).unwrap()));
+    let (ux, uw) = (be.upload(&cx).unwrap(), be.upload(&cw).unwrap());
+    let mut y = be.alloc(cs.y_len()).unwrap();
+    be.conv1d_fwd(cs, &ux, &uw, &mut y).unwrap();
+    let (mut dx, mut dw) = (be.alloc(cs.x_len()).unwrap(), be.alloc(cs.weight_len()).unwrap());
+    be.conv1d_bwd(cs, &ux, &uw, &be.upload(&cdy).unwrap(), &mut dx, &mut dw).unwrap();
+    outs.extend([("conv y", be.to_host(&y).unwrap()), ("conv dx", be.to_host(&dx).unwrap())]);
+    outs.push(("conv dw", be.to_host(&dw).unwrap()));
+    outs
+}
+
+/// `train.precision`: the dense products in f32, tf32 and bf16 against the CPU twin (f32) at each mode's stated
+/// tolerance; tf32 and bf16 must also differ from f32 (the modes take effect). Uses its own backend, so the mode
+/// never leaks into the other tests of this binary, which share one.
+#[test]
+fn dense_products_in_each_precision_mode() {
+    use mfd::config::Precision;
+    let Some(_) = gpu() else { return };
+    let g = CudaBackend::new(0).unwrap();
+    let cpu = dense_products(&CpuBackend);
+    assert_eq!(CpuBackend.set_precision(Precision::Bf16), Precision::F32, "the CPU computes in f32");
+    let mut f32_out = Vec::new();
+    for (p, tol) in [(Precision::F32, SUMS), (Precision::Tf32, TF32), (Precision::Bf16, BF16)] {
+        assert_eq!(g.set_precision(p), p);
+        let got = dense_products(&g);
+        let mut worst = 0.0f32;
+        for ((name, c), (_, gv)) in cpu.iter().zip(&got) {
+            assert_close(&format!("{name} ({p})"), gv, c, tol);
+            worst = gv.iter().zip(c).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+        }
+        eprintln!("precision {p}: max abs error against the CPU twin {worst:.3e} (tol {tol:?})");
+        if p == Precision::F32 {
+            f32_out = got;
+        } else {
+            assert!(got.iter().zip(&f32_out).any(|((_, a), (_, b))| a != b), "{p} rounds like f32");
+        }
     }
 }

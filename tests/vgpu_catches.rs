@@ -169,3 +169,80 @@ extern "C" __global__ void big(float* out, long long n) {
     let (_, err) = launch(&ctx, src, "big", tall, None);
     assert_reported(err, &["big", "65535"]);
 }
+
+/// The fake cuBLAS (tests/vgpu/cublas.cpp) refuses an operand that reaches outside its allocation, and rounds the
+/// operands in the tensor-core compute types: 1 + 2^-12 is 1 in TF32 and in BF16, exact in f32.
+#[test]
+fn cublas_operands_outside_their_allocation_are_refused_and_tf32_rounds() {
+    use cudarc::cublas::sys::{
+        cublasComputeType_t as Ct, cublasGemmAlgo_t, cublasOperation_t::CUBLAS_OP_N, cudaDataType,
+    };
+    use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    let Some(ctx) = vgpu() else { return };
+    let stream = ctx.default_stream();
+    let blas = CudaBlas::new(stream.clone()).expect("the virtual GPU's cuBLAS");
+    let a = stream.clone_htod(&[1.0f32; 16]).unwrap();
+    let b = stream.clone_htod(&[1.0f32; 64]).unwrap();
+    let mut c = stream.alloc_zeros::<f32>(64).unwrap();
+    let cfg = |m: i32| GemmConfig {
+        transa: CUBLAS_OP_N,
+        transb: CUBLAS_OP_N,
+        m,
+        n: 8,
+        k: 8,
+        alpha: 1.0f32,
+        lda: m,
+        ldb: 8,
+        beta: 0.0,
+        ldc: m,
+    };
+    // SAFETY: on the virtual GPU an out-of-range operand is refused before any access (the point of the test).
+    let err = unsafe { blas.gemm(cfg(8), &a, &b, &mut c) }.expect_err("A (8 x 8) is larger than its 16 elements");
+    assert!(format!("{err:?}").contains("EXECUTION_FAILED"), "{err:?}");
+    unsafe { blas.gemm(cfg(2), &a, &b, &mut c) }.expect("A (2 x 8) fits");
+    assert_eq!(stream.clone_dtoh(&c).unwrap()[..16], [8.0f32; 16]);
+
+    let x = stream.clone_htod(&[1.0f32 + f32::powi(2.0, -12)]).unwrap();
+    let one = stream.clone_htod(&[1.0f32]).unwrap();
+    for (compute, want) in [
+        (Ct::CUBLAS_COMPUTE_32F, 1.0f32 + f32::powi(2.0, -12)),
+        (Ct::CUBLAS_COMPUTE_32F_FAST_TF32, 1.0),
+        (Ct::CUBLAS_COMPUTE_32F_FAST_16BF, 1.0),
+    ] {
+        let mut y = stream.alloc_zeros::<f32>(1).unwrap();
+        {
+            let (px, _gx) = x.device_ptr(&stream);
+            let (po, _go) = one.device_ptr(&stream);
+            let (py, _gy) = y.device_ptr_mut(&stream);
+            let (alpha, beta) = (1.0f32, 0.0f32);
+            let f = cudaDataType::CUDA_R_32F;
+            // SAFETY: 1 x 1 x 1 operands in allocations of one element each; host scalars.
+            unsafe {
+                cudarc::cublas::result::gemm_ex(
+                    *blas.handle(),
+                    CUBLAS_OP_N,
+                    CUBLAS_OP_N,
+                    1,
+                    1,
+                    1,
+                    (&alpha) as *const f32 as *const _,
+                    px as *const _,
+                    f,
+                    1,
+                    po as *const _,
+                    f,
+                    1,
+                    (&beta) as *const f32 as *const _,
+                    py as *mut _,
+                    f,
+                    1,
+                    compute,
+                    cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+            }
+            .unwrap();
+        }
+        assert_eq!(stream.clone_dtoh(&y).unwrap()[0], want, "{compute:?}");
+    }
+}

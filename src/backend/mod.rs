@@ -80,6 +80,18 @@ pub trait Backend: Send + Sync {
     fn device(&self) -> String {
         self.name().to_string()
     }
+    /// Precision of the dense products (`train.precision`): the CUDA backend runs them on cuBLAS in that mode; the
+    /// CPU backend computes in f32 whatever is asked and says so (a config stays portable across backends,
+    /// `train.backend = "auto"` included). Returns the mode in effect.
+    fn set_precision(&self, p: crate::config::Precision) -> crate::config::Precision {
+        if p != crate::config::Precision::F32 {
+            eprintln!(
+                "mfd: train.precision = \"{p}\" applies to the CUDA backend; the {} backend computes in f32",
+                self.name()
+            );
+        }
+        crate::config::Precision::F32
+    }
 
     // ---- memory ----------------------------------------------------------------------------------------------
     /// A zero-filled f32 buffer of `len` elements.

@@ -140,8 +140,9 @@ pub fn run(cfg: &Config, opts: &TrainOptions) -> Result<RunSummary> {
 /// averaged after every step so that every rank keeps identical tensors.
 pub fn run_dist<B: Backend>(be: &B, comm: &dyn Comm, cfg: &Config, opts: &TrainOptions) -> Result<RunSummary> {
     crate::train::preempt::install();
+    let precision = be.set_precision(cfg.train.precision);
     let mut tr = Training::setup(be, comm, cfg, opts)?;
-    tr.announce();
+    tr.announce(precision);
     let stop = tr.train_epochs()?;
     // Reached only when every step's check passed (a mismatch is an error).
     if tr.rank0 && tr.world > 1 && crate::dist::checks::sync_check_enabled() {
@@ -187,13 +188,13 @@ struct Vote {
 }
 
 impl<B: Backend> Training<'_, B> {
-    fn announce(&self) {
+    fn announce(&self, precision: crate::config::Precision) {
         if !self.rank0 {
             return;
         }
         let (cfg, t) = (self.cfg, &self.model.params.table);
         eprintln!(
-            "mfd: training C={} T={} B={} O={} on {} train / {} val tiles; {} model + {} adversary parameters; backend {} ({})",
+            "mfd: training C={} T={} B={} O={} on {} train / {} val tiles; {} model + {} adversary parameters; backend {} ({}), precision {precision}",
             cfg.model.c,
             cfg.model.seq_len,
             cfg.train.batch_size,

@@ -239,6 +239,18 @@ extern "C" {
 /* The counters tests read (see counters.h). */
 __attribute__((visibility("default"))) vgpu::Counters* vgpu_counters() { return &vgpu::counters(); }
 __attribute__((visibility("default"))) const char* vgpu_last_report() { return g_last_report.c_str(); }
+/* For the fake libraries (cublas.cpp): a library call on the device (counted as a launch) whose operands are the n
+ * byte ranges [starts[i], starts[i] + bytes[i]); 0 when each lies inside one allocation, else the
+ * CUDA_ERROR_ILLEGAL_ADDRESS code with the report stored for cuGetErrorString and printed. */
+__attribute__((visibility("default"))) int vgpu_library_call(const char* op, const uintptr_t* starts,
+                                                             const size_t* bytes, int n) {
+    std::lock_guard<std::mutex> l(g_mutex);
+    vgpu::counters().launches++;
+    CUresult e = OK;
+    for (int i = 0; i < n; i++)
+        if (!check_range(op, (CUdeviceptr)starts[i], bytes[i], &e)) return e;
+    return OK;
+}
 
 CUresult cuInit(unsigned) { return OK; }
 CUresult cuDriverGetVersion(int* v) {

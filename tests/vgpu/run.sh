@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/vgpu/run.sh COMMAND...: run COMMAND with the virtual GPU in place of the real CUDA libraries.
-# Builds the fake libcuda.so.1, libnvrtc.so and libnccl.so (tests/vgpu/*.cpp, with c++) into $VGPU_DIR
+# Builds the fake libcuda.so.1, libnvrtc.so, libnccl.so and libcublas.so.13 (tests/vgpu/*.cpp, with c++) into $VGPU_DIR
 # (default target/vgpu) when missing or older than their sources, puts them first on LD_LIBRARY_PATH and runs
 # COMMAND (a test binary, `cargo test ...`, the mfd binary, `mpirun ...`). Settings (environment):
 #   VGPU_ORDER=forward|reverse|random[:SEED]  the order fibers and blocks run in (default forward)
@@ -31,14 +31,16 @@ build() { # build OUT SOURCES...: rebuild when OUT is missing or older than a so
 # the same VGPU_DIR) rebuild them all. (Compiled kernels are keyed by their flags in the cache, so they need nothing.)
 want="$cxx ${flags[*]}"
 if [ "$(cat "$dir/flags" 2>/dev/null)" != "$want" ]; then
-    rm -f "$dir/libcuda.so.1" "$dir/libnvrtc.so" "$dir/libnccl.so"
+    rm -f "$dir/libcuda.so.1" "$dir/libnvrtc.so" "$dir/libnccl.so" "$dir/libcublas.so.13"
     printf '%s\n' "$want" > "$dir/flags"
 fi
 build libcuda.so.1 "$here/cuda.cpp" "$here/scheduler.cpp"
 build libnvrtc.so "$here/nvrtc.cpp"
 build libnccl.so "$here/nccl.cpp"
+build libcublas.so.13 "$here/cublas.cpp"
 ln -sf libcuda.so.1 "$dir/libcuda.so"
 ln -sf libnccl.so "$dir/libnccl.so.2"
+ln -sf libcublas.so.13 "$dir/libcublas.so"
 cp -p "$here/vgpu_kernel.h" "$dir/vgpu_kernel.h" 2>/dev/null || true
 [ "$here/vgpu_kernel.h" -nt "$dir/vgpu_kernel.h" ] && cp "$here/vgpu_kernel.h" "$dir/vgpu_kernel.h"
 mkdir -p "$dir/cache"

@@ -22,6 +22,10 @@ impl Backend for CudaBackend {
     fn device(&self) -> String {
         self.describe()
     }
+    fn set_precision(&self, p: crate::config::Precision) -> crate::config::Precision {
+        self.blas.set_precision(p);
+        p
+    }
 
     fn alloc(&self, len: usize) -> Result<F> {
         self.zeros(len)

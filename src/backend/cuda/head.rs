@@ -1,5 +1,5 @@
 //! Launchers of the fused output layer + BCE (kernels/head_bce.cu): the forward is one tiled kernel (logits,
-//! sigmoid, clamped log terms, one f64 atomic per block for the loss); the backward is the dz kernel plus gemm_f32
+//! sigmoid, clamped log terms, one f64 atomic per block for the loss); the backward is the dz kernel plus cuBLAS
 //! products on column slices of the (B, 2C) features: d_features = [dz W_tech | dz W_bio], dW_half += dz^T f_half.
 
 use super::launch::{check, grid1d, launch, tiles16};

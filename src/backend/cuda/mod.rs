@@ -14,6 +14,7 @@
 //!   against the CPU twin at stated tolerances rather than bit for bit.
 
 mod backend_impl;
+mod cublas;
 pub mod device;
 pub mod genome;
 mod head;
@@ -54,6 +55,7 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
+    blas: cublas::Blas,
 }
 
 impl CudaBackend {
@@ -64,7 +66,8 @@ impl CudaBackend {
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("context", e))?;
         let stream = ctx.default_stream();
         let kernels = Kernels::load(&ctx)?;
-        Ok(CudaBackend { ctx, stream, kernels })
+        let blas = cublas::Blas::new(stream.clone())?;
+        Ok(CudaBackend { ctx, stream, kernels, blas })
     }
 
     /// Device name and compute capability, for logs.

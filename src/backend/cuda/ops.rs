@@ -2,7 +2,8 @@
 //! and dense convolutions, the dense products and the AMSGrad update. Each checks every buffer length against the
 //! op's shape (the same checks as the CPU backend) and then launches one kernel; zero-size work launches nothing.
 
-use super::launch::{check, grid1d, launch, per_block, tiles16};
+use super::cublas::Operand;
+use super::launch::{check, grid1d, launch, per_block};
 use super::{CudaBackend, DevBuf};
 use crate::backend::shapes::*;
 use crate::backend::Activation;
@@ -202,51 +203,96 @@ impl CudaBackend {
         launch!(self, "stem_conv_bwd_f32", cfg, &tokens.data, &dy.data, &mut dw.data, &mut dbias.data, &t, &c_out, &k)
     }
 
+    /// The weight (C_out, C_in, K) in taps-major order (K, C_out, C_in): W_k is a contiguous row-major
+    /// (C_out, C_in) matrix for the per-tap GEMMs.
+    fn conv_taps(&self, s: Conv1dShape, w: &F) -> Result<F> {
+        let mut wt = self.zeros::<f32>(s.weight_len())?;
+        if s.weight_len() > 0 {
+            let [co, ci, k] = [s.c_out, s.c_in, s.k].map(|v| v as i64);
+            launch!(self, "conv1d_w_to_taps_f32", grid1d(s.weight_len()), &w.data, &mut wt.data, &co, &ci, &k)?;
+        }
+        Ok(wt)
+    }
+
+    /// Per tap k: the input offset `off = k d - pad` and the output positions [l0, l0 + nl) whose input position
+    /// l + off lies inside [0, L) (taps entirely in the padding have nl = 0).
+    fn conv_tap_range(s: Conv1dShape, kk: usize) -> (isize, usize, usize) {
+        let pad = ((s.k - 1) * s.dilation / 2) as isize;
+        let off = (kk * s.dilation) as isize - pad;
+        let l = s.l as isize;
+        let (l0, l1) = ((-off).max(0), (l - off).min(l));
+        (off, l0.max(0) as usize, (l1 - l0).max(0) as usize)
+    }
+
+    /// Forward as K strided-batched GEMMs (batch over B): y_b[:, l0..l0 + nl] += W_k (C_out, C_in) x_b[:, l0 +
+    /// off..] (C_in, nl), after y = 0. Tensor cores in tf32/bf16 (`train.precision`).
     pub(crate) fn k_conv_fwd(&self, s: Conv1dShape, x: &F, w: &F, y: &mut F) -> Result<()> {
         s.validate()?;
         check("conv1d", "x", x.len, s.x_len())?;
         check("conv1d", "w", w.len, s.weight_len())?;
         check("conv1d", "y", y.len, s.y_len())?;
-        if s.y_len() == 0 {
+        self.k_fill(y, 0.0)?;
+        if s.y_len() == 0 || s.c_in == 0 {
             return Ok(());
         }
-        let [b, ci, co, l, k, d] = [s.b, s.c_in, s.c_out, s.l, s.k, s.dilation].map(|v| v as i64);
-        launch!(self, "conv1d_fwd_f32", grid1d(s.y_len()), &x.data, &w.data, &mut y.data, &b, &ci, &co, &l, &k, &d)
+        let wt = self.conv_taps(s, w)?;
+        let (ci, co, l) = (s.c_in, s.c_out, s.l);
+        for kk in 0..s.k {
+            let (off, l0, nl) = Self::conv_tap_range(s, kk);
+            if nl == 0 {
+                continue;
+            }
+            let a = Operand { buf: &wt, offset: kk * co * ci, ld: ci, trans: false, stride: 0 };
+            let b = Operand { buf: x, offset: (l0 as isize + off) as usize, ld: l, trans: false, stride: ci * l };
+            self.gemm_batched((co, nl, ci, s.b), 1.0, a, b, 1.0, y, (l0, l, co * l))?;
+        }
+        Ok(())
     }
 
+    /// Backward as per-tap GEMMs. dx (written): dx_b[:, l0 + off..] += W_k^T (C_in, C_out) dy_b[:, l0..l0 + nl].
+    /// dW (+=): per tap and batch entry dy_b[:, l0..] (C_out, nl) x_b[:, l0 + off..]^T (nl, C_in) into a
+    /// (parts, K, C_out, C_in) workspace, the batch split into at most DW_PARTS parts (entries of a part accumulate
+    /// in its GEMM's beta = 1 passes: a split-K over B), then summed into dw by `conv1d_taps_add_dw_f32`.
     pub(crate) fn k_conv_bwd(&self, s: Conv1dShape, x: &F, w: &F, dy: &F, dx: &mut F, dw: &mut F) -> Result<()> {
+        /// Upper bound of the dW workspace's batch parts (its size is parts K C_out C_in floats).
+        const DW_PARTS: usize = 16;
         s.validate()?;
         check("conv1d_bwd", "x", x.len, s.x_len())?;
         check("conv1d_bwd", "w", w.len, s.weight_len())?;
         check("conv1d_bwd", "dy", dy.len, s.y_len())?;
         check("conv1d_bwd", "dx", dx.len, s.x_len())?;
         check("conv1d_bwd", "dw", dw.len, s.weight_len())?;
-        let [b, ci, co, l, k, d] = [s.b, s.c_in, s.c_out, s.l, s.k, s.dilation].map(|v| v as i64);
-        if s.x_len() > 0 {
-            launch!(
-                self,
-                "conv1d_bwd_dx_f32",
-                grid1d(s.x_len()),
-                &dy.data,
-                &w.data,
-                &mut dx.data,
-                &b,
-                &ci,
-                &co,
-                &l,
-                &k,
-                &d
-            )?;
+        self.k_fill(dx, 0.0)?;
+        if s.b == 0 || s.l == 0 || s.weight_len() == 0 {
+            return Ok(());
         }
-        if s.weight_len() > 0 {
-            let cfg = per_block(s.weight_len(), 1, 0)?;
-            launch!(self, "conv1d_bwd_dw_f32", cfg, &x.data, &dy.data, &mut dw.data, &b, &ci, &co, &l, &k, &d)?;
+        let wt = self.conv_taps(s, w)?;
+        let (ci, co, l, kt) = (s.c_in, s.c_out, s.l, s.k);
+        let parts = s.b.min(DW_PARTS);
+        let mut part = self.zeros::<f32>(parts * kt * co * ci)?;
+        for kk in 0..kt {
+            let (off, l0, nl) = Self::conv_tap_range(s, kk);
+            if nl == 0 {
+                continue;
+            }
+            let xs = (l0 as isize + off) as usize;
+            let a = Operand { buf: &wt, offset: kk * co * ci, ld: ci, trans: true, stride: 0 };
+            let b = Operand { buf: dy, offset: l0, ld: l, trans: false, stride: co * l };
+            self.gemm_batched((ci, nl, co, s.b), 1.0, a, b, 1.0, dx, (xs, l, ci * l))?;
+            for start in (0..s.b).step_by(parts) {
+                let n = parts.min(s.b - start);
+                let a = Operand { buf: dy, offset: start * co * l + l0, ld: l, trans: false, stride: co * l };
+                let b = Operand { buf: x, offset: start * ci * l + xs, ld: l, trans: true, stride: ci * l };
+                let beta = if start == 0 { 0.0 } else { 1.0 };
+                self.gemm_batched((co, ci, nl, n), 1.0, a, b, beta, &mut part, (kk * co * ci, ci, kt * co * ci))?;
+            }
         }
-        Ok(())
+        let [np, co, ci, k] = [parts, s.c_out, s.c_in, s.k].map(|v| v as i64);
+        launch!(self, "conv1d_taps_add_dw_f32", grid1d(s.weight_len()), &part.data, &mut dw.data, &np, &co, &ci, &k)
     }
 
-    /// c[c_off..] (m, n), row stride ldc = alpha op(a) op(b) + beta c. Operand extents are checked against their
-    /// buffers (offset + last element inside the buffer).
+    /// c[c_off..] (m, n), row stride ldc = alpha op(a) op(b) + beta c, on cuBLAS (`cublas.rs`; operand extents are
+    /// checked against their buffers there).
     pub(crate) fn k_gemm(
         &self,
         m: usize,
@@ -260,39 +306,9 @@ impl CudaBackend {
         c_off: usize,
         ldc: usize,
     ) -> Result<()> {
-        // Stored extents: a is (m, k) or (k, m) when transposed; b is (k, n) or (n, k).
-        let extent = |rows: usize, cols: usize, ld: usize, off: usize| {
-            if rows == 0 || cols == 0 {
-                off
-            } else {
-                off + (rows - 1) * ld + cols
-            }
-        };
-        let (ar, ac) = if a.trans { (k, m) } else { (m, k) };
-        let (br, bc) = if b.trans { (n, k) } else { (k, n) };
-        for (name, need, have, ld, cols) in [
-            ("a", extent(ar, ac, a.ld, a.offset), a.buf.len, a.ld, ac),
-            ("b", extent(br, bc, b.ld, b.offset), b.buf.len, b.ld, bc),
-            ("c", extent(m, n, ldc, c_off), c.len, ldc, n),
-        ] {
-            if need > have || ld < cols {
-                return Err(MfdError::Shape {
-                    op: "matmul",
-                    msg: format!("operand {name} needs {need} elements with row stride {ld} >= {cols}, has {have}"),
-                });
-            }
-        }
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        let cfg = tiles16(m, n)?;
-        let av = a.buf.data.slice(a.offset..a.buf.len.max(a.offset));
-        let bv = b.buf.data.slice(b.offset..b.buf.len.max(b.offset));
-        let clen = c.len;
-        let mut cv = c.data.slice_mut(c_off..clen.max(c_off));
-        let [m, n, k, lda, ldb, ldc] = [m, n, k, a.ld, b.ld, ldc].map(|v| v as i64);
-        let (ta, tb) = (a.trans as i32, b.trans as i32);
-        launch!(self, "gemm_f32", cfg, &m, &n, &k, &alpha, &av, &lda, &ta, &bv, &ldb, &tb, &beta, &mut cv, &ldc)
+        let a = Operand { buf: a.buf, offset: a.offset, ld: a.ld, trans: a.trans, stride: 0 };
+        let b = Operand { buf: b.buf, offset: b.offset, ld: b.ld, trans: b.trans, stride: 0 };
+        self.gemm_batched((m, n, k, 1), alpha, a, b, beta, c, (c_off, ldc, 0))
     }
 
     /// y (rows, d) += bias (d) on every row.
