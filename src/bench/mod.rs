@@ -16,6 +16,7 @@
 
 mod allreduce;
 mod comparator;
+pub mod counts;
 mod data;
 mod kernels;
 mod peak;

@@ -14,6 +14,7 @@
 //!   against the CPU twin at stated tolerances rather than bit for bit.
 
 mod backend_impl;
+pub mod counters;
 pub mod device;
 pub mod genome;
 mod head;
