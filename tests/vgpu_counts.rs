@@ -72,7 +72,8 @@ fn twenty_training_steps_stay_within_the_driver_call_budget() {
          (non-logging steps), {h2d_bytes} H2D bytes (budget {h2d_budget})"
     );
     // Ceilings at the measured counts (below) where the budget (0, 0, 0, h2d_budget) is not met yet.
-    assert!(allocs <= CEIL_ALLOCS, "{allocs} allocations per step after the first (ceiling {CEIL_ALLOCS})");
+    // The caching allocator (backend/cuda/mod.rs): met.
+    assert_eq!(allocs, 0, "device allocations in a step after the first");
     assert!(syncs <= CEIL_SYNCS, "{syncs} synchronisations on a non-logging step (ceiling {CEIL_SYNCS})");
     assert!(d2h <= CEIL_D2H, "{d2h} D2H copies on a non-logging step (ceiling {CEIL_D2H})");
     assert!(h2d_bytes <= CEIL_H2D_BYTES.max(h2d_budget), "{h2d_bytes} H2D bytes per step");
@@ -80,7 +81,8 @@ fn twenty_training_steps_stay_within_the_driver_call_budget() {
 
 // Measured at fd22e24 (before issue 19 item 2; C = 16, T = 128, B = 8, 1 rank): every step 740 launches, 203
 // synchronisations, 283 H2D copies (18812 bytes), 203 D2H copies (21812 bytes), 235 allocations (638 in the first).
-const CEIL_ALLOCS: u64 = 235;
-const CEIL_SYNCS: u64 = 203;
-const CEIL_D2H: u64 = 203;
-const CEIL_H2D_BYTES: u64 = 18812;
+// With BatchNorm finished on the device and the caching allocator: 813 launches, 26 synchronisations and D2H copies
+// (Pearson and R2 statistics, the loss scalars), 56 H2D copies (6604 bytes), no allocation after the first step.
+const CEIL_SYNCS: u64 = 26;
+const CEIL_D2H: u64 = 26;
+const CEIL_H2D_BYTES: u64 = 6604;

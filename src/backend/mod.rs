@@ -51,6 +51,14 @@ pub enum Activation {
 pub trait Reduce {
     /// Replace `v` by its element-wise sum over all ranks (every rank calls with the same length).
     fn sum(&mut self, v: &mut [f64]) -> Result<()>;
+    /// The same sum of a vector held in the CUDA backend's memory (the statistics ops finished on the device,
+    /// issue 19 item 2). Default: download, `sum`, upload (a host round trip, e.g. over MPI); the identity
+    /// (`NoReduce`, local statistics) overrides it with nothing, so one rank never leaves the device.
+    fn sum_device(&mut self, be: &cuda::CudaBackend, v: &mut cuda::DevBuf<f64>) -> Result<()> {
+        let mut host = be.host_vec(v)?;
+        self.sum(&mut host)?;
+        be.put(v, &host)
+    }
 }
 
 /// The single-rank `Reduce`: statistics are those of the local batch.
@@ -59,6 +67,9 @@ pub struct NoReduce;
 
 impl Reduce for NoReduce {
     fn sum(&mut self, _v: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    fn sum_device(&mut self, _be: &cuda::CudaBackend, _v: &mut cuda::DevBuf<f64>) -> Result<()> {
         Ok(())
     }
 }

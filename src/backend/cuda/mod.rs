@@ -8,8 +8,11 @@
 //! - One stream per backend; every launcher checks buffer lengths against the op's shape before launching, so a
 //!   kernel never reads past a buffer. Host-visible results (losses, statistics) synchronise through the copy.
 //! - Batch statistics (batch norm, Pearson penalty, R2) are computed as f64 per-channel partial sums on the GPU,
-//!   copied to the host (C values), summed across ranks through `Reduce` there, turned into per-channel scalars
-//!   with exactly the CPU twin's f64 formulas, and uploaded for the element-wise apply kernels.
+//!   summed across ranks in device memory through `Reduce::sum_device` (nothing on one rank; several ranks go
+//!   through the host communicator), and turned into per-channel scalars on the device by small kernels with the
+//!   CPU twin's f64 formulas (issue 19 item 2).
+//! - Caching allocator: a dropped `DevBuf` returns its allocation to the backend's pool (by type and length) and
+//!   `zeros` reuses it, so a training step allocates nothing after the first.
 //! - Float atomics (stem backward, head loss) make a few sums order-nondeterministic on the GPU; tests compare
 //!   against the CPU twin at stated tolerances rather than bit for bit.
 
@@ -23,9 +26,13 @@ mod ops;
 pub mod registry;
 mod stats;
 
-use std::sync::Arc;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, LaunchArgs, PushKernelArg, ValidAsZeroBits};
 
 pub use device::{choose_backend, gpu_available, probe, BackendChoice};
 pub use genome::GpuGenome;
@@ -35,13 +42,65 @@ use device::cuda_err;
 use registry::Kernels;
 
 /// A device buffer of `len` elements. The allocation holds at least one element, because the driver rejects empty
-/// allocations; `len` is the logical length every check uses.
-pub struct DevBuf<T> {
-    data: CudaSlice<T>,
+/// allocations; `len` is the logical length every check uses. Dropped, its allocation goes back to the backend's
+/// pool (`Pooled`), not to the driver.
+pub struct DevBuf<T: 'static> {
+    data: Pooled<T>,
     len: usize,
 }
 
-impl<T> DevBuf<T> {
+/// Free device allocations by (element type, allocated length), reused by `CudaBackend::zeros`: the caching
+/// allocator (issue 19 item 2). After the first training step every buffer a step needs has the size of one that
+/// step freed, so no step allocates from the driver. Allocations are kept until the backend and its last buffer
+/// are dropped; the pool grows to the largest set of same-sized buffers alive at once.
+type Pool = Mutex<HashMap<(TypeId, usize), Vec<Box<dyn Any + Send>>>>;
+
+/// A `CudaSlice` that returns to its pool when dropped. Kernel arguments take it as `&buf.data` / `&mut buf.data`
+/// (the `PushKernelArg` impls below forward to the slice's own); methods reach the slice through `Deref`.
+pub(crate) struct Pooled<T: 'static> {
+    slice: ManuallyDrop<CudaSlice<T>>,
+    pool: Arc<Pool>,
+}
+
+impl<T: 'static> Deref for Pooled<T> {
+    type Target = CudaSlice<T>;
+    fn deref(&self) -> &CudaSlice<T> {
+        &self.slice
+    }
+}
+
+impl<T: 'static> DerefMut for Pooled<T> {
+    fn deref_mut(&mut self) -> &mut CudaSlice<T> {
+        &mut self.slice
+    }
+}
+
+impl<T: 'static> Drop for Pooled<T> {
+    fn drop(&mut self) {
+        // SAFETY: `slice` is never used again: this is the drop of its owner.
+        let slice = unsafe { ManuallyDrop::take(&mut self.slice) };
+        // A poisoned pool (a panic elsewhere while it was locked) frees the allocation instead.
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.entry((TypeId::of::<T>(), slice.len())).or_default().push(Box::new(slice));
+        }
+    }
+}
+
+// SAFETY: both forward to cudarc's own impls for the slice (same pointer, same stream-ordering events).
+unsafe impl<'a, 'b: 'a, T: 'static> PushKernelArg<&'b Pooled<T>> for LaunchArgs<'a> {
+    fn arg(&mut self, arg: &'b Pooled<T>) -> &mut Self {
+        self.arg(&*arg.slice)
+    }
+}
+
+// SAFETY: as above.
+unsafe impl<'a, 'b: 'a, T: 'static> PushKernelArg<&'b mut Pooled<T>> for LaunchArgs<'a> {
+    fn arg(&mut self, arg: &'b mut Pooled<T>) -> &mut Self {
+        self.arg(&mut *arg.slice)
+    }
+}
+
+impl<T: 'static> DevBuf<T> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -55,6 +114,7 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
+    pool: Arc<Pool>,
 }
 
 impl CudaBackend {
@@ -65,7 +125,7 @@ impl CudaBackend {
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("context", e))?;
         let stream = ctx.default_stream();
         let kernels = Kernels::load(&ctx)?;
-        Ok(CudaBackend { ctx, stream, kernels })
+        Ok(CudaBackend { ctx, stream, kernels, pool: Arc::default() })
     }
 
     /// Device name and compute capability, for logs.
@@ -81,20 +141,34 @@ impl CudaBackend {
     }
 
     /// A zero-filled buffer of `len` elements of any device type (f64 statistics, u64 indices, ...).
-    pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<DevBuf<T>> {
-        let data = self.stream.alloc_zeros::<T>(len.max(1)).map_err(|e| cuda_err("alloc", e))?;
-        Ok(DevBuf { data, len })
+    /// From the pool when it holds a free allocation of this type and length (zeroed on the stream), else from
+    /// the driver.
+    pub(crate) fn zeros<T: DeviceRepr + 'static + ValidAsZeroBits>(&self, len: usize) -> Result<DevBuf<T>> {
+        let n = len.max(1);
+        let reused = match self.pool.lock() {
+            Ok(mut pool) => pool.get_mut(&(TypeId::of::<T>(), n)).and_then(Vec::pop),
+            Err(_) => None,
+        };
+        let slice = match reused.map(|b| b.downcast::<CudaSlice<T>>()) {
+            Some(Ok(mut slice)) => {
+                self.stream.memset_zeros(&mut *slice).map_err(|e| cuda_err("memset", e))?;
+                *slice
+            }
+            // The key holds the type id, so a pooled allocation always downcasts; otherwise allocate afresh.
+            Some(Err(_)) | None => self.stream.alloc_zeros::<T>(n).map_err(|e| cuda_err("alloc", e))?,
+        };
+        Ok(DevBuf { data: Pooled { slice: ManuallyDrop::new(slice), pool: self.pool.clone() }, len })
     }
 
     /// A buffer holding a copy of `host`.
-    pub(crate) fn dev_copy<T: DeviceRepr + ValidAsZeroBits>(&self, host: &[T]) -> Result<DevBuf<T>> {
+    pub(crate) fn dev_copy<T: DeviceRepr + 'static + ValidAsZeroBits>(&self, host: &[T]) -> Result<DevBuf<T>> {
         let mut b = self.zeros::<T>(host.len())?;
         self.put(&mut b, host)?;
         Ok(b)
     }
 
     /// Overwrite `dst` with `host` (same length).
-    pub(crate) fn put<T: DeviceRepr>(&self, dst: &mut DevBuf<T>, host: &[T]) -> Result<()> {
+    pub(crate) fn put<T: DeviceRepr + 'static>(&self, dst: &mut DevBuf<T>, host: &[T]) -> Result<()> {
         if host.len() != dst.len {
             return Err(MfdError::Shape {
                 op: "write",
@@ -109,7 +183,7 @@ impl CudaBackend {
     }
 
     /// Copy `src` into `host` (same length); returns once the data is on the host.
-    pub(crate) fn get<T: DeviceRepr>(&self, src: &DevBuf<T>, host: &mut [T]) -> Result<()> {
+    pub(crate) fn get<T: DeviceRepr + 'static>(&self, src: &DevBuf<T>, host: &mut [T]) -> Result<()> {
         if host.len() != src.len {
             return Err(MfdError::Shape {
                 op: "download",
@@ -125,7 +199,7 @@ impl CudaBackend {
     }
 
     /// `src` as a new host vector.
-    pub(crate) fn host_vec<T: DeviceRepr + Default + Clone>(&self, src: &DevBuf<T>) -> Result<Vec<T>> {
+    pub(crate) fn host_vec<T: DeviceRepr + 'static + Default + Clone>(&self, src: &DevBuf<T>) -> Result<Vec<T>> {
         let mut v = vec![T::default(); src.len];
         self.get(src, &mut v)?;
         Ok(v)

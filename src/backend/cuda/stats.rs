@@ -37,6 +37,11 @@ impl Stats2 {
 }
 
 impl CudaBackend {
+    /// `red.sum` of a device-resident f64 vector (the `Reduce` hook's device form: nothing on one rank).
+    fn reduce_dev(&self, v: &mut D, red: &mut dyn Reduce) -> Result<()> {
+        red.sum_device(self, v)
+    }
+
     /// Per-channel f64 sums over (B, L) of x (B, C, L): plain sums, or centred squares around `mean` (C).
     fn moments(&self, x: &F, b: usize, c: usize, l: usize, mean: Option<&D>) -> Result<Vec<f64>> {
         let mut out = self.zeros::<f64>(c)?;
@@ -165,29 +170,40 @@ impl CudaBackend {
         for (name, len) in [("running_var", rv.len), ("save_mean", sm.len), ("save_invstd", si.len)] {
             check(OP, name, len, s.c)?;
         }
-        let mut sums = self.moments(x, s.b, s.c, s.l, None)?;
-        sums.push((s.b * s.l) as f64);
-        red.sum(&mut sums)?;
-        let n = sums[s.c];
-        if n < 2.0 {
-            return Err(MfdError::Shape { op: OP, msg: format!("training needs > 1 value per channel, got {n}") });
+        // Pass 1: [sums (C), count], summed over ranks in device memory; the mean is sums / count.
+        let mut sums = self.zeros::<f64>(s.c + 1)?;
+        let [b, c, l] = [s.b, s.c, s.l].map(|v| v as i64);
+        launch!(self, "bn_fwd_sums_f64", per_block(s.c, 1, 0)?, &x.data, &b, &c, &l, &mut sums.data)?;
+        self.reduce_dev(&mut sums, red)?;
+        // The twin's error for n < 2; the global count is known without a download unless this rank has < 2.
+        if s.b * s.l < 2 {
+            let n = self.host_vec(&sums)?[s.c];
+            if n < 2.0 {
+                return Err(MfdError::Shape { op: OP, msg: format!("training needs > 1 value per channel, got {n}") });
+            }
         }
-        let mean: Vec<f64> = sums[..s.c].iter().map(|v| v / n).collect();
-        let mut m2 = self.moments(x, s.b, s.c, s.l, Some(&self.dev_copy(&mean)?))?;
-        red.sum(&mut m2)?;
-        let (mut rmh, mut rvh) = (self.host_vec(rm)?, self.host_vec(rv)?);
-        let (mut smh, mut sih) = (vec![0.0f32; s.c], vec![0.0f32; s.c]);
-        let (keep, mom) = ((1.0 - BN_MOMENTUM) as f32, BN_MOMENTUM as f32);
-        for c in 0..s.c {
-            smh[c] = mean[c] as f32;
-            sih[c] = (1.0 / (m2[c] / n + BN_EPS).sqrt()) as f32;
-            rmh[c] = keep * rmh[c] + mom * mean[c] as f32;
-            rvh[c] = keep * rvh[c] + mom * (m2[c] / (n - 1.0)) as f32;
+        // Pass 2: centred sums of squares, summed over ranks; then the scalars, all on the device.
+        let mut m2 = self.zeros::<f64>(s.c)?;
+        launch!(self, "bn_fwd_m2_f64", per_block(s.c, 1, 0)?, &x.data, &b, &c, &l, &sums.data, &mut m2.data)?;
+        self.reduce_dev(&mut m2, red)?;
+        if s.c > 0 {
+            let (eps, keep, mom) = (BN_EPS, (1.0 - BN_MOMENTUM) as f32, BN_MOMENTUM as f32);
+            launch!(
+                self,
+                "bn_fwd_finish_f32",
+                grid1d(s.c),
+                &sums.data,
+                &m2.data,
+                &c,
+                &eps,
+                &keep,
+                &mom,
+                &mut rm.data,
+                &mut rv.data,
+                &mut sm.data,
+                &mut si.data
+            )?;
         }
-        self.put(rm, &rmh)?;
-        self.put(rv, &rvh)?;
-        self.put(sm, &smh)?;
-        self.put(si, &sih)?;
         self.bn_normalise(s, x, gamma, beta, sm, si, y)
     }
 
@@ -233,9 +249,11 @@ impl CudaBackend {
         ] {
             check(OP, name, len, s.c)?;
         }
-        let inv: Vec<f32> =
-            self.host_vec(running_var)?.iter().map(|&v| (1.0 / (v as f64 + BN_EPS).sqrt()) as f32).collect();
-        let inv = self.dev_copy(&inv)?;
+        let mut inv = self.zeros::<f32>(s.c)?;
+        if s.c > 0 {
+            let (c, eps) = (s.c as i64, BN_EPS);
+            launch!(self, "bn_eval_invstd_f32", grid1d(s.c), &running_var.data, &c, &eps, &mut inv.data)?;
+        }
         self.bn_normalise(s, x, gamma, beta, running_mean, &inv, y)
     }
 
@@ -261,9 +279,9 @@ impl CudaBackend {
         ] {
             check(OP, name, len, s.c)?;
         }
-        let mut local = self.zeros::<f64>(2 * s.c)?;
+        let mut local = self.zeros::<f64>(2 * s.c + 1)?;
+        let [b, c, l] = [s.b, s.c, s.l].map(|v| v as i64);
         if s.c > 0 {
-            let [b, c, l] = [s.b, s.c, s.l].map(|v| v as i64);
             let cfg = per_block(s.c, 1, 0)?;
             launch!(
                 self,
@@ -279,25 +297,24 @@ impl CudaBackend {
                 &mut local.data
             )?;
         }
-        let mut global = self.host_vec(&local)?;
-        // Parameter gradients: the local contributions, accumulated.
-        let (mut dg, mut db) = (self.host_vec(dgamma)?, self.host_vec(dbeta)?);
-        for c in 0..s.c {
-            db[c] += global[c] as f32;
-            dg[c] += global[s.c + c] as f32;
-        }
-        self.put(dgamma, &dg)?;
-        self.put(dbeta, &db)?;
-        global.push((s.b * s.l) as f64);
-        red.sum(&mut global)?;
-        let n = global[2 * s.c];
+        // The parameter gradients from this rank's sums, the count appended; then the sums over ranks.
+        let n_local = (s.b * s.l) as f64;
+        launch!(
+            self,
+            "bn_bwd_params_f32",
+            grid1d(s.c),
+            &mut local.data,
+            &c,
+            &n_local,
+            &mut dgamma.data,
+            &mut dbeta.data
+        )?;
+        self.reduce_dev(&mut local, red)?;
         if s.x_len() == 0 {
             return Ok(());
         }
-        let mean_dy: Vec<f32> = (0..s.c).map(|c| (global[c] / n) as f32).collect();
-        let mean_dyx: Vec<f32> = (0..s.c).map(|c| (global[s.c + c] / n) as f32).collect();
-        let (mdy, mdyx) = (self.dev_copy(&mean_dy)?, self.dev_copy(&mean_dyx)?);
-        let [b, c, l] = [s.b, s.c, s.l].map(|v| v as i64);
+        let (mut mdy, mut mdyx) = (self.zeros::<f32>(s.c)?, self.zeros::<f32>(s.c)?);
+        launch!(self, "bn_bwd_means_f32", grid1d(s.c), &local.data, &c, &mut mdy.data, &mut mdyx.data)?;
         launch!(
             self,
             "bn_bwd_dx_f32",
