@@ -76,13 +76,14 @@ fn twenty_training_steps_stay_within_the_driver_call_budget() {
     assert_eq!(allocs, 0, "device allocations in a step after the first");
     assert!(syncs <= CEIL_SYNCS, "{syncs} synchronisations on a non-logging step (ceiling {CEIL_SYNCS})");
     assert!(d2h <= CEIL_D2H, "{d2h} D2H copies on a non-logging step (ceiling {CEIL_D2H})");
-    assert!(h2d_bytes <= CEIL_H2D_BYTES.max(h2d_budget), "{h2d_bytes} H2D bytes per step");
+    assert!(h2d_bytes <= h2d_budget, "{h2d_bytes} H2D bytes per step (budget {h2d_budget})");
 }
 
 // Measured at fd22e24 (before issue 19 item 2; C = 16, T = 128, B = 8, 1 rank): every step 740 launches, 203
 // synchronisations, 283 H2D copies (18812 bytes), 203 D2H copies (21812 bytes), 235 allocations (638 in the first).
-// With BatchNorm finished on the device and the caching allocator: 813 launches, 26 synchronisations and D2H copies
-// (Pearson and R2 statistics, the loss scalars), 56 H2D copies (6604 bytes), no allocation after the first step.
-const CEIL_SYNCS: u64 = 26;
-const CEIL_D2H: u64 = 26;
-const CEIL_H2D_BYTES: u64 = 6604;
+// With BatchNorm, Pearson and R2 finished on the device and the caching allocator: 834 launches, 4
+// synchronisations and 4 D2H copies (the loss scalars: BCE, Pearson, R2 x 2), 1 H2D copy (the 8 tile indices, 64
+// bytes), no allocation after the first step.
+// Remains: the loss scalars read on every step (issue 19 item 2 (c): read only on logging steps).
+const CEIL_SYNCS: u64 = 4;
+const CEIL_D2H: u64 = 4;

@@ -58,9 +58,19 @@ pub const KERNELS: &[KernelFile] = &[
             "bn_bwd_dx_f32"
         ]
     ),
-    kernel_file!("standardize.cu", ["standardize_f32", "standardize_bwd_f32"]),
-    kernel_file!("corr.cu", ["corr_cross_f64"]),
-    kernel_file!("r2.cu", ["r2_col_dot_f64", "r2_grad_f32"]),
+    kernel_file!(
+        "standardize.cu",
+        [
+            "standardize_f32",
+            "standardize_bwd_f32",
+            "put_count_f64",
+            "col_mean_f64",
+            "col_stats_finish_f32",
+            "std_bwd_scalars_f32"
+        ]
+    ),
+    kernel_file!("corr.cu", ["corr_cross_f64", "corr_finish_f32", "corr_bwd_dr_f32"]),
+    kernel_file!("r2.cu", ["r2_col_dot_f64", "r2_grad_f32", "r2_finish_f32", "r2_bwd_scale_f32"]),
     kernel_file!("head_bce.cu", ["head_fwd_f32", "head_bce_dz_f32"]),
     kernel_file!("adam.cu", ["amsgrad_f32"]),
     kernel_file!("window_encode.cu", ["window_encode_u8", "label_gather_u8"]),
