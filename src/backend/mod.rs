@@ -87,6 +87,13 @@ pub trait Backend: Send + Sync {
     type Resident: Send;
 
     fn name(&self) -> &'static str;
+    /// Issue 19 item 2: `defer = true` tells the backend that the caller will not read the scalar results (losses,
+    /// penalty values) of the ops that follow, so a device backend may leave them on the device rather than wait
+    /// for them; those ops then return NaN. Returns whether scalars are deferred now (the CPU backend never defers:
+    /// its scalars cost nothing). The trainer defers on the steps it does not log and ends deferral after each step.
+    fn defer_scalars(&self, _defer: bool) -> bool {
+        false
+    }
     /// The device in words for logs (the GPU's name, so a virtual GPU run is never mistaken for a real one).
     fn device(&self) -> String {
         self.name().to_string()

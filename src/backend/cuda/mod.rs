@@ -30,6 +30,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, LaunchArgs, PushKernelArg, ValidAsZeroBits};
@@ -115,6 +116,8 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     kernels: Kernels,
     pool: Arc<Pool>,
+    /// Scalar results left on the device (`Backend::defer_scalars`).
+    defer_scalars: AtomicBool,
 }
 
 impl CudaBackend {
@@ -125,7 +128,7 @@ impl CudaBackend {
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("context", e))?;
         let stream = ctx.default_stream();
         let kernels = Kernels::load(&ctx)?;
-        Ok(CudaBackend { ctx, stream, kernels, pool: Arc::default() })
+        Ok(CudaBackend { ctx, stream, kernels, pool: Arc::default(), defer_scalars: AtomicBool::new(false) })
     }
 
     /// Device name and compute capability, for logs.
@@ -196,6 +199,26 @@ impl CudaBackend {
         let view = src.data.slice(0..host.len());
         self.stream.memcpy_dtoh(&view, host).map_err(|e| cuda_err("memcpy_dtoh", e))?;
         self.synchronize()
+    }
+
+    /// Set or end the deferral of scalar results (`Backend::defer_scalars`); returns whether they are deferred.
+    pub(crate) fn set_defer_scalars(&self, defer: bool) -> bool {
+        self.defer_scalars.store(defer, Ordering::Relaxed);
+        defer
+    }
+
+    /// A scalar result held in `src[0]` (a loss or penalty value): downloaded (a synchronisation), or `None` while
+    /// scalars are deferred, when nothing waits for the device.
+    pub(crate) fn read_scalar<T: DeviceRepr + 'static + Default + Clone>(&self, src: &DevBuf<T>) -> Result<Option<T>> {
+        if self.defer_scalars.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut v = [T::default()];
+        let view = src.data.slice(0..1);
+        self.stream.memcpy_dtoh(&view, &mut v).map_err(|e| cuda_err("memcpy_dtoh", e))?;
+        self.synchronize()?;
+        let [x] = v;
+        Ok(Some(x))
     }
 
     /// `src` as a new host vector.

@@ -376,7 +376,7 @@ impl CudaBackend {
             &mut r.data,
             &mut value.data
         )?;
-        Ok(self.host_vec(&value)?[0])
+        Ok(self.read_scalar(&value)?.unwrap_or(f32::NAN))
     }
 
     pub(crate) fn k_corr_bwd(
@@ -446,7 +446,7 @@ impl CudaBackend {
             &mut stats.data,
             &mut score.data
         )?;
-        Ok(self.host_vec(&score)?[0])
+        Ok(self.read_scalar(&score)?.unwrap_or(f32::NAN))
     }
 
     pub(crate) fn k_r2_bwd(
