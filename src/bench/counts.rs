@@ -80,3 +80,54 @@ pub fn table(rows: &[StepCount]) -> String {
     }
     md
 }
+
+/// `mfd bench train` on a device backend: 20 trainer steps (4 with --quick) of a tiny configuration (C = 16,
+/// T = 128, B = 8 unless --batch, logged every 10 / 2 steps) counted through the virtual GPU's counters, as
+/// Markdown and JSON; on a real GPU the counters are unavailable and the section says so.
+pub fn bench_counts<B: Backend>(be: &B, args: &super::BenchArgs) -> Result<(String, serde_json::Value)> {
+    let (steps, log_every) = if args.quick { (4, 2) } else { (20, 10) };
+    let b = args.batch.unwrap_or(8);
+    let path = |p: std::path::PathBuf| toml::Value::String(p.to_string_lossy().into_owned());
+    let overrides = vec![
+        format!("data.dataset={}", path(args.work.join("dataset-tiny"))),
+        format!("train.out={}", path(args.work.join("driver-calls-run"))),
+        "model.c=16".into(),
+        "model.seq_len=128".into(),
+        "model.crop=0".into(),
+        "adversary.hidden=16".into(),
+        "adversary.layers=2".into(),
+        format!("train.batch_size={b}"),
+        "train.max_seconds=0".into(),
+        format!("train.log_every={log_every}"),
+        format!("train.max_steps={steps}"),
+    ];
+    let cfg = Config::load(None, &overrides)?;
+    // A scratch run: the previous bench's is removed rather than moved aside.
+    if cfg.train.out.exists() {
+        std::fs::remove_dir_all(&cfg.train.out)
+            .map_err(|e| MfdError::other(format!("{}: {e}", cfg.train.out.display())))?;
+    }
+    let title = format!(
+        "## Driver calls per training step ({}, C = 16, T = 128, B = {b}, 1 rank, logged every {log_every} steps)\n\n",
+        be.device()
+    );
+    match count_training_steps(be, &crate::dist::Single, &cfg, steps)? {
+        Some(rows) => {
+            let json = rows
+                .iter()
+                .map(|r| {
+                    let c = &r.counts;
+                    serde_json::json!({"step": r.step, "logged": r.logged, "launches": c.launches,
+                        "synchronizations": c.synchronizations, "htod_copies": c.htod_copies,
+                        "htod_bytes": c.htod_bytes, "dtoh_copies": c.dtoh_copies, "dtoh_bytes": c.dtoh_bytes,
+                        "allocations": c.allocations})
+                })
+                .collect();
+            Ok((title + &table(&rows), serde_json::Value::Array(json)))
+        }
+        None => Ok((
+            title + "unavailable: the loaded driver does not count calls (only the virtual GPU, tests/vgpu, does)\n",
+            serde_json::Value::Null,
+        )),
+    }
+}
