@@ -21,17 +21,20 @@ extern "C" __global__ void r2_grad_f32(const float* zp, const float* zt, const f
 }
 
 /* Finished on the device (issue 19 item 2): stats[4C + j] = r_j = dot_j / n (0 when n == 0; n = sums[2C], the
- * global count) and score[0] = sum_j clamp(r_j, -1, 1)^2 in f64. One block of BLOCK threads. */
+ * global count) and score[0] = sum_j clamp(r_j, -1, 1)^2 in f64, summed in column order by one thread (the twin's
+ * order). One block of BLOCK threads. */
 extern "C" __global__ void r2_finish_f32(const double* dot, i64 c, const double* sums, float* stats, float* score) {
-    double n = sums[2 * c], s = 0.0;
-    for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
-        double rj = n > 0.0 ? dot[j] / n : 0.0;
-        stats[4 * c + j] = (float)rj;
-        double q = rj < -1.0 ? -1.0 : (rj > 1.0 ? 1.0 : rj);
-        s += q * q;
+    double n = sums[2 * c];
+    for (i64 j = threadIdx.x; j < c; j += blockDim.x) stats[4 * c + j] = (float)(n > 0.0 ? dot[j] / n : 0.0);
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (i64 j = 0; j < c; j++) {
+            double rj = n > 0.0 ? dot[j] / n : 0.0;
+            double q = rj < -1.0 ? -1.0 : (rj > 1.0 ? 1.0 : rj);
+            s += q * q;
+        }
+        score[0] = (float)s;
     }
-    double t = block_sum_f64(s);
-    if (threadIdx.x == 0) score[0] = (float)t;
 }
 
 /* Backward: g[j] = dscore 2 r_j / n where r_j (stats[4C + j]) is inside [-1, 1] (the clip's gradient), else 0;
