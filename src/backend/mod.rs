@@ -12,7 +12,8 @@
 //!   small f64 partial vectors (per-channel sums, the sample count as the last element) across ranks, so N ranks
 //!   at batch B/N compute the statistics of the global batch. `NoReduce` is the single-rank identity. Parameter
 //!   gradients written by these ops are the local contributions (the data-parallel all-reduce adds them up).
-//! - Scalar results (loss, penalty values) come back to the host as f32.
+//! - Scalar results (loss, penalty values) come back to the host as f32 (NaN while a device backend defers them:
+//!   `Backend::defer_scalars`, on the training steps that are not logged).
 
 // Op signatures mirror kernel launches: one argument per buffer reads better than argument structs.
 #![allow(clippy::too_many_arguments)]
