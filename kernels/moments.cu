@@ -1,7 +1,7 @@
 /* moments.cu: per-channel f64 moments of (B, C, L) tensors, the statistics pass shared by batch norm (L = spatial
  * length) and the column standardisation of (N, C) matrices (B = N, L = 1). Results are this rank's partial sums;
- * the host adds them across ranks (the `Reduce` hook) before the apply kernels run, so N ranks at batch B/N see
- * the statistics of the global batch. Launch: grid C blocks (one channel each), BLOCK threads. */
+ * they are added across ranks (the `Reduce` hook, in device memory) before the apply kernels run, so N ranks at
+ * batch B/N see the statistics of the global batch. Launch: grid C blocks (one channel each), BLOCK threads. */
 
 /* out[c] = sum x[b, c, l] when mean == NULL, else sum (x[b, c, l] - mean[c])^2 (two-pass variance). */
 extern "C" __global__ void channel_moments_f64(const float* x, i64 b, i64 c, i64 l, const double* mean,

@@ -12,7 +12,8 @@
 //!   small f64 partial vectors (per-channel sums, the sample count as the last element) across ranks, so N ranks
 //!   at batch B/N compute the statistics of the global batch. `NoReduce` is the single-rank identity. Parameter
 //!   gradients written by these ops are the local contributions (the data-parallel all-reduce adds them up).
-//! - Scalar results (loss, penalty values) come back to the host as f32.
+//! - Scalar results (loss, penalty values) come back to the host as f32 (NaN while a device backend defers them:
+//!   `Backend::defer_scalars`, on the training steps that are not logged).
 
 // Op signatures mirror kernel launches: one argument per buffer reads better than argument structs.
 #![allow(clippy::too_many_arguments)]
@@ -51,6 +52,14 @@ pub enum Activation {
 pub trait Reduce {
     /// Replace `v` by its element-wise sum over all ranks (every rank calls with the same length).
     fn sum(&mut self, v: &mut [f64]) -> Result<()>;
+    /// The same sum of a vector held in the CUDA backend's memory (the statistics ops finished on the device,
+    /// issue 19 item 2). Default: download, `sum`, upload (a host round trip, e.g. over MPI); the identity
+    /// (`NoReduce`, local statistics) overrides it with nothing, so one rank never leaves the device.
+    fn sum_device(&mut self, be: &cuda::CudaBackend, v: &mut cuda::DevBuf<f64>) -> Result<()> {
+        let mut host = be.host_vec(v)?;
+        self.sum(&mut host)?;
+        be.put(v, &host)
+    }
 }
 
 /// The single-rank `Reduce`: statistics are those of the local batch.
@@ -59,6 +68,9 @@ pub struct NoReduce;
 
 impl Reduce for NoReduce {
     fn sum(&mut self, _v: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    fn sum_device(&mut self, _be: &cuda::CudaBackend, _v: &mut cuda::DevBuf<f64>) -> Result<()> {
         Ok(())
     }
 }
@@ -76,6 +88,13 @@ pub trait Backend: Send + Sync {
     type Resident: Send;
 
     fn name(&self) -> &'static str;
+    /// Issue 19 item 2: `defer = true` tells the backend that the caller will not read the scalar results (losses,
+    /// penalty values) of the ops that follow, so a device backend may leave them on the device rather than wait
+    /// for them; those ops then return NaN. Returns whether scalars are deferred now (the CPU backend never defers:
+    /// its scalars cost nothing). The trainer defers on the steps it does not log and ends deferral after each step.
+    fn defer_scalars(&self, _defer: bool) -> bool {
+        false
+    }
     /// The device in words for logs (the GPU's name, so a virtual GPU run is never mistaken for a real one).
     fn device(&self) -> String {
         self.name().to_string()

@@ -16,6 +16,7 @@
 
 mod allreduce;
 mod comparator;
+pub mod counts;
 mod data;
 mod kernels;
 mod peak;
@@ -184,7 +185,16 @@ fn run_backend<B: Backend>(
     }
     if suites.contains(&"train") {
         eprintln!("mfd bench: train");
-        sections.push(("train", train::bench_train(be, &peak, args)?));
+        let mut section = train::bench_train(be, &peak, args)?;
+        if !host_stream {
+            // Issue 19 item 5: the per-step driver calls of the trainer's step (virtual GPU counters).
+            eprintln!("mfd bench: train: driver calls per step");
+            let (md, json) = counts::bench_counts(be, args)?;
+            section.md += "\n";
+            section.md += &md;
+            section.json["driver_calls_per_step"] = json;
+        }
+        sections.push(("train", section));
     }
     Ok(())
 }

@@ -144,4 +144,19 @@ impl crate::backend::Reduce for StatsReduce<'_> {
             None => Ok(()),
         }
     }
+    fn sum_device(
+        &mut self,
+        be: &crate::backend::cuda::CudaBackend,
+        v: &mut crate::backend::cuda::DevBuf<f64>,
+    ) -> Result<()> {
+        // Several ranks: through the host (MPI, or the NCCL communicator's host control channel); one: nothing.
+        match self.comm {
+            Some(c) => {
+                let mut host = be.host_vec(v)?;
+                c.sum_f64(&mut host)?;
+                be.put(v, &host)
+            }
+            None => Ok(()),
+        }
+    }
 }

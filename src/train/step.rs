@@ -28,7 +28,25 @@ pub(crate) struct StepReport {
 impl<B: Backend> Training<'_, B> {
     /// Train on this rank's share `plan` of the global batch; `model_step`: whether the model is updated (the
     /// adversary is, every step).
+    ///
+    /// On the steps the trainer does not log (`train.log_every`), scalar results may stay on the device
+    /// (`Backend::defer_scalars`): the report's losses are then NaN and the non-finite loss check waits for the next
+    /// logging step (a non-finite loss poisons the parameters, so that step's loss shows it).
     pub fn step(&mut self, plan: &BatchPlan, b_local: usize, model_step: bool) -> Result<StepReport> {
+        let logging = (self.pos.global_step + 1).is_multiple_of(self.cfg.train.log_every.max(1) as u64);
+        let deferred = self.be.defer_scalars(!logging);
+        let out = self.step_scalars(plan, b_local, model_step, deferred);
+        self.be.defer_scalars(false);
+        out
+    }
+
+    fn step_scalars(
+        &mut self,
+        plan: &BatchPlan,
+        b_local: usize,
+        model_step: bool,
+        deferred: bool,
+    ) -> Result<StepReport> {
         let (be, comm, cfg) = (self.be, self.comm, self.cfg);
         // The batch is made where the model runs: on CUDA only the B/W tile indices cross the bus.
         be.encode_resident(&mut self.resident, &self.ds, plan, cfg.model.seq_len, &mut self.tokens, &mut self.labels)?;
@@ -60,7 +78,7 @@ impl<B: Backend> Training<'_, B> {
                     )?;
                     backward_compute = t0.elapsed().as_secs_f64();
                     report.loss = report.terms.loss_at(lambda);
-                    if !report.loss.is_finite() {
+                    if !deferred && !report.loss.is_finite() {
                         return Err(MfdError::other(format!(
                             "non-finite loss {} at epoch {} step {}",
                             report.loss, pos.epoch, pos.step_in_epoch

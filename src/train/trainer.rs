@@ -300,7 +300,7 @@ impl<B: Backend> Training<'_, B> {
     }
 
     /// On logging steps: the losses averaged over ranks, one row in the logs; returns the progress message.
-    fn log_step(&mut self, r: &StepReport, sps: f64) -> Result<Option<String>> {
+    pub(crate) fn log_step(&mut self, r: &StepReport, sps: f64) -> Result<Option<String>> {
         let (cfg, step) = (self.cfg, self.pos.global_step);
         if step % cfg.train.log_every.max(1) as u64 != 0 {
             return Ok(None);

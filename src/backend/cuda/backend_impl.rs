@@ -19,6 +19,9 @@ impl Backend for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
     }
+    fn defer_scalars(&self, defer: bool) -> bool {
+        self.set_defer_scalars(defer)
+    }
     fn device(&self) -> String {
         self.describe()
     }

@@ -56,8 +56,7 @@ impl CudaBackend {
             &rb,
             &mode
         )?;
-        let total = self.host_vec(&loss)?[0];
-        Ok((total / (s.b * s.o) as f64) as f32)
+        Ok(self.read_scalar(&loss)?.map_or(f32::NAN, |total| (total / (s.b * s.o) as f64) as f32))
     }
 
     pub(crate) fn k_head_bce_bwd(

@@ -8,12 +8,16 @@
 //! - One stream per backend; every launcher checks buffer lengths against the op's shape before launching, so a
 //!   kernel never reads past a buffer. Host-visible results (losses, statistics) synchronise through the copy.
 //! - Batch statistics (batch norm, Pearson penalty, R2) are computed as f64 per-channel partial sums on the GPU,
-//!   copied to the host (C values), summed across ranks through `Reduce` there, turned into per-channel scalars
-//!   with exactly the CPU twin's f64 formulas, and uploaded for the element-wise apply kernels.
+//!   summed across ranks in device memory through `Reduce::sum_device` (nothing on one rank; several ranks go
+//!   through the host communicator), and turned into per-channel scalars on the device by small kernels with the
+//!   CPU twin's f64 formulas (issue 19 item 2).
+//! - Caching allocator: a dropped `DevBuf` returns its allocation to the backend's pool (by type and length) and
+//!   `zeros` reuses it, so a training step allocates nothing after the first.
 //! - Float atomics (stem backward, head loss) make a few sums order-nondeterministic on the GPU; tests compare
 //!   against the CPU twin at stated tolerances rather than bit for bit.
 
 mod backend_impl;
+pub mod counters;
 mod cublas;
 pub mod device;
 pub mod genome;
@@ -23,9 +27,14 @@ mod ops;
 pub mod registry;
 mod stats;
 
-use std::sync::Arc;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, LaunchArgs, PushKernelArg, ValidAsZeroBits};
 
 pub use device::{choose_backend, gpu_available, probe, BackendChoice};
 pub use genome::GpuGenome;
@@ -35,13 +44,65 @@ use device::cuda_err;
 use registry::Kernels;
 
 /// A device buffer of `len` elements. The allocation holds at least one element, because the driver rejects empty
-/// allocations; `len` is the logical length every check uses.
-pub struct DevBuf<T> {
-    data: CudaSlice<T>,
+/// allocations; `len` is the logical length every check uses. Dropped, its allocation goes back to the backend's
+/// pool (`Pooled`), not to the driver.
+pub struct DevBuf<T: 'static> {
+    data: Pooled<T>,
     len: usize,
 }
 
-impl<T> DevBuf<T> {
+/// Free device allocations by (element type, allocated length), reused by `CudaBackend::zeros`: the caching
+/// allocator (issue 19 item 2). After the first training step every buffer a step needs has the size of one that
+/// step freed, so no step allocates from the driver. Allocations are kept until the backend and its last buffer
+/// are dropped; the pool grows to the largest set of same-sized buffers alive at once.
+type Pool = Mutex<HashMap<(TypeId, usize), Vec<Box<dyn Any + Send>>>>;
+
+/// A `CudaSlice` that returns to its pool when dropped. Kernel arguments take it as `&buf.data` / `&mut buf.data`
+/// (the `PushKernelArg` impls below forward to the slice's own); methods reach the slice through `Deref`.
+pub(crate) struct Pooled<T: 'static> {
+    slice: ManuallyDrop<CudaSlice<T>>,
+    pool: Arc<Pool>,
+}
+
+impl<T: 'static> Deref for Pooled<T> {
+    type Target = CudaSlice<T>;
+    fn deref(&self) -> &CudaSlice<T> {
+        &self.slice
+    }
+}
+
+impl<T: 'static> DerefMut for Pooled<T> {
+    fn deref_mut(&mut self) -> &mut CudaSlice<T> {
+        &mut self.slice
+    }
+}
+
+impl<T: 'static> Drop for Pooled<T> {
+    fn drop(&mut self) {
+        // SAFETY: `slice` is never used again: this is the drop of its owner.
+        let slice = unsafe { ManuallyDrop::take(&mut self.slice) };
+        // A poisoned pool (a panic elsewhere while it was locked) frees the allocation instead.
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.entry((TypeId::of::<T>(), slice.len())).or_default().push(Box::new(slice));
+        }
+    }
+}
+
+// SAFETY: both forward to cudarc's own impls for the slice (same pointer, same stream-ordering events).
+unsafe impl<'a, 'b: 'a, T: 'static> PushKernelArg<&'b Pooled<T>> for LaunchArgs<'a> {
+    fn arg(&mut self, arg: &'b Pooled<T>) -> &mut Self {
+        self.arg(&*arg.slice)
+    }
+}
+
+// SAFETY: as above.
+unsafe impl<'a, 'b: 'a, T: 'static> PushKernelArg<&'b mut Pooled<T>> for LaunchArgs<'a> {
+    fn arg(&mut self, arg: &'b mut Pooled<T>) -> &mut Self {
+        self.arg(&mut *arg.slice)
+    }
+}
+
+impl<T: 'static> DevBuf<T> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -56,6 +117,9 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     kernels: Kernels,
     blas: cublas::Blas,
+    pool: Arc<Pool>,
+    /// Scalar results left on the device (`Backend::defer_scalars`).
+    defer_scalars: AtomicBool,
 }
 
 impl CudaBackend {
@@ -67,7 +131,7 @@ impl CudaBackend {
         let stream = ctx.default_stream();
         let kernels = Kernels::load(&ctx)?;
         let blas = cublas::Blas::new(stream.clone())?;
-        Ok(CudaBackend { ctx, stream, kernels, blas })
+        Ok(CudaBackend { ctx, stream, kernels, blas, pool: Arc::default(), defer_scalars: AtomicBool::new(false) })
     }
 
     /// Device name and compute capability, for logs.
@@ -83,20 +147,34 @@ impl CudaBackend {
     }
 
     /// A zero-filled buffer of `len` elements of any device type (f64 statistics, u64 indices, ...).
-    pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<DevBuf<T>> {
-        let data = self.stream.alloc_zeros::<T>(len.max(1)).map_err(|e| cuda_err("alloc", e))?;
-        Ok(DevBuf { data, len })
+    /// From the pool when it holds a free allocation of this type and length (zeroed on the stream), else from
+    /// the driver.
+    pub(crate) fn zeros<T: DeviceRepr + 'static + ValidAsZeroBits>(&self, len: usize) -> Result<DevBuf<T>> {
+        let n = len.max(1);
+        let reused = match self.pool.lock() {
+            Ok(mut pool) => pool.get_mut(&(TypeId::of::<T>(), n)).and_then(Vec::pop),
+            Err(_) => None,
+        };
+        let slice = match reused.map(|b| b.downcast::<CudaSlice<T>>()) {
+            Some(Ok(mut slice)) => {
+                self.stream.memset_zeros(&mut *slice).map_err(|e| cuda_err("memset", e))?;
+                *slice
+            }
+            // The key holds the type id, so a pooled allocation always downcasts; otherwise allocate afresh.
+            Some(Err(_)) | None => self.stream.alloc_zeros::<T>(n).map_err(|e| cuda_err("alloc", e))?,
+        };
+        Ok(DevBuf { data: Pooled { slice: ManuallyDrop::new(slice), pool: self.pool.clone() }, len })
     }
 
     /// A buffer holding a copy of `host`.
-    pub(crate) fn dev_copy<T: DeviceRepr + ValidAsZeroBits>(&self, host: &[T]) -> Result<DevBuf<T>> {
+    pub(crate) fn dev_copy<T: DeviceRepr + 'static + ValidAsZeroBits>(&self, host: &[T]) -> Result<DevBuf<T>> {
         let mut b = self.zeros::<T>(host.len())?;
         self.put(&mut b, host)?;
         Ok(b)
     }
 
     /// Overwrite `dst` with `host` (same length).
-    pub(crate) fn put<T: DeviceRepr>(&self, dst: &mut DevBuf<T>, host: &[T]) -> Result<()> {
+    pub(crate) fn put<T: DeviceRepr + 'static>(&self, dst: &mut DevBuf<T>, host: &[T]) -> Result<()> {
         if host.len() != dst.len {
             return Err(MfdError::Shape {
                 op: "write",
@@ -111,7 +189,7 @@ impl CudaBackend {
     }
 
     /// Copy `src` into `host` (same length); returns once the data is on the host.
-    pub(crate) fn get<T: DeviceRepr>(&self, src: &DevBuf<T>, host: &mut [T]) -> Result<()> {
+    pub(crate) fn get<T: DeviceRepr + 'static>(&self, src: &DevBuf<T>, host: &mut [T]) -> Result<()> {
         if host.len() != src.len {
             return Err(MfdError::Shape {
                 op: "download",
@@ -126,8 +204,28 @@ impl CudaBackend {
         self.synchronize()
     }
 
+    /// Set or end the deferral of scalar results (`Backend::defer_scalars`); returns whether they are deferred.
+    pub(crate) fn set_defer_scalars(&self, defer: bool) -> bool {
+        self.defer_scalars.store(defer, Ordering::Relaxed);
+        defer
+    }
+
+    /// A scalar result held in `src[0]` (a loss or penalty value): downloaded (a synchronisation), or `None` while
+    /// scalars are deferred, when nothing waits for the device.
+    pub(crate) fn read_scalar<T: DeviceRepr + 'static + Default + Clone>(&self, src: &DevBuf<T>) -> Result<Option<T>> {
+        if self.defer_scalars.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut v = [T::default()];
+        let view = src.data.slice(0..1);
+        self.stream.memcpy_dtoh(&view, &mut v).map_err(|e| cuda_err("memcpy_dtoh", e))?;
+        self.synchronize()?;
+        let [x] = v;
+        Ok(Some(x))
+    }
+
     /// `src` as a new host vector.
-    pub(crate) fn host_vec<T: DeviceRepr + Default + Clone>(&self, src: &DevBuf<T>) -> Result<Vec<T>> {
+    pub(crate) fn host_vec<T: DeviceRepr + 'static + Default + Clone>(&self, src: &DevBuf<T>) -> Result<Vec<T>> {
         let mut v = vec![T::default(); src.len];
         self.get(src, &mut v)?;
         Ok(v)

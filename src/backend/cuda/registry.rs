@@ -44,10 +44,33 @@ pub const KERNELS: &[KernelFile] = &[
     kernel_file!("conv1d.cu", ["conv1d_w_to_taps_f32", "conv1d_taps_add_dw_f32"]),
     kernel_file!("matmul.cu", ["bias_add_rows_f32", "col_sums_accum_f32"]),
     kernel_file!("moments.cu", ["channel_moments_f64", "channel_grad_moments_f64"]),
-    kernel_file!("batch_norm.cu", ["bn_normalise_f32", "bn_bwd_sums_f64", "bn_bwd_dx_f32"]),
-    kernel_file!("standardize.cu", ["standardize_f32", "standardize_bwd_f32"]),
-    kernel_file!("corr.cu", ["corr_cross_f64"]),
-    kernel_file!("r2.cu", ["r2_col_dot_f64", "r2_grad_f32"]),
+    kernel_file!(
+        "batch_norm.cu",
+        [
+            "bn_fwd_sums_f64",
+            "bn_fwd_m2_f64",
+            "bn_fwd_finish_f32",
+            "bn_eval_invstd_f32",
+            "bn_normalise_f32",
+            "bn_bwd_sums_f64",
+            "bn_bwd_params_f32",
+            "bn_bwd_means_f32",
+            "bn_bwd_dx_f32"
+        ]
+    ),
+    kernel_file!(
+        "standardize.cu",
+        [
+            "standardize_f32",
+            "standardize_bwd_f32",
+            "put_count_f64",
+            "col_mean_f64",
+            "col_stats_finish_f32",
+            "std_bwd_scalars_f32"
+        ]
+    ),
+    kernel_file!("corr.cu", ["corr_cross_f64", "corr_finish_f32", "corr_bwd_dr_f32"]),
+    kernel_file!("r2.cu", ["r2_col_dot_f64", "r2_grad_f32", "r2_finish_f32", "r2_bwd_scale_f32"]),
     kernel_file!("head_bce.cu", ["head_fwd_f32", "head_bce_dz_f32"]),
     kernel_file!("adam.cu", ["amsgrad_f32"]),
     kernel_file!("window_encode.cu", ["window_encode_u8", "label_gather_u8"]),

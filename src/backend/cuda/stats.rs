@@ -1,8 +1,9 @@
 //! Launchers of the ops whose statistics span the batch: batch norm, the Pearson (correlation-norm) penalty and
-//! the R2 score. The O(N C) passes run on the GPU (moments.cu, batch_norm.cu, standardize.cu, corr.cu, r2.cu);
-//! per-channel f64 partial sums come to the host, go through `Reduce` (the cross-rank hook, called exactly as the
-//! CPU twin calls it, same lengths and order), and the per-channel scalars are computed with the twin's f64
-//! formulas, then uploaded (C values each).
+//! the R2 score, finished on the device (issue 19 item 2). The O(N C) passes (moments.cu, batch_norm.cu,
+//! standardize.cu, corr.cu, r2.cu) write per-channel f64 partial sums with the sample count appended; these go
+//! through `Reduce::sum_device` (the cross-rank hook, called exactly as the CPU twin calls `Reduce::sum`: same
+//! vectors, lengths and order; nothing on one rank), and small kernels compute the per-channel scalars with the
+//! twin's f64 formulas. Only the penalty values (`corr_norm_fwd`, `r2_score_fwd`) come back to the host.
 
 use super::launch::{check, grid1d, launch, per_block};
 use super::ops::Mat;
@@ -14,127 +15,137 @@ use crate::{MfdError, Result};
 type F = DevBuf<f32>;
 type D = DevBuf<f64>;
 
-/// Column statistics of two (N, C_a), (N, C_b) matrices over the global batch: the CPU twin's `col_stats2`.
-struct Stats2 {
-    /// [mean_a, invstd_a, mean_b, invstd_b, N] as stored in the `stats` buffers.
-    packed: Vec<f32>,
-    n: f64,
-}
-
-impl Stats2 {
-    fn mean_a(&self, ca: usize) -> &[f32] {
-        &self.packed[..ca]
-    }
-    fn inv_a(&self, ca: usize) -> &[f32] {
-        &self.packed[ca..2 * ca]
-    }
-    fn mean_b(&self, ca: usize, cb: usize) -> &[f32] {
-        &self.packed[2 * ca..2 * ca + cb]
-    }
-    fn inv_b(&self, ca: usize, cb: usize) -> &[f32] {
-        &self.packed[2 * ca + cb..2 * (ca + cb)]
-    }
-}
-
 impl CudaBackend {
-    /// Per-channel f64 sums over (B, L) of x (B, C, L): plain sums, or centred squares around `mean` (C).
-    fn moments(&self, x: &F, b: usize, c: usize, l: usize, mean: Option<&D>) -> Result<Vec<f64>> {
-        let mut out = self.zeros::<f64>(c)?;
-        if c > 0 {
-            let cfg = per_block(c, 1, 0)?;
-            let [bb, cc, ll] = [b, c, l].map(|v| v as i64);
-            match mean {
-                Some(m) => launch!(self, "channel_moments_f64", cfg, &x.data, &bb, &cc, &ll, &m.data, &mut out.data)?,
-                None => {
-                    let null: u64 = 0;
-                    launch!(self, "channel_moments_f64", cfg, &x.data, &bb, &cc, &ll, &null, &mut out.data)?
-                }
+    /// `red.sum` of a device-resident f64 vector (the `Reduce` hook's device form: nothing on one rank).
+    fn reduce_dev(&self, v: &mut D, red: &mut dyn Reduce) -> Result<()> {
+        red.sum_device(self, v)
+    }
+
+    /// out[off .. off + c] = per-column f64 sums of x (rows, c): plain, or centred squares around
+    /// mean[mean_off .. mean_off + c].
+    fn col_moments_into(
+        &self,
+        x: &F,
+        rows: usize,
+        c: usize,
+        mean: Option<(&D, usize)>,
+        out: &mut D,
+        off: usize,
+    ) -> Result<()> {
+        if c == 0 {
+            return Ok(());
+        }
+        let cfg = per_block(c, 1, 0)?;
+        let [bb, cc, ll] = [rows as i64, c as i64, 1];
+        let mut view = out.data.slice_mut(off..off + c);
+        match mean {
+            Some((m, m_off)) => {
+                let mv = m.data.slice(m_off..m_off + c);
+                launch!(self, "channel_moments_f64", cfg, &x.data, &bb, &cc, &ll, &mv, &mut view)
+            }
+            None => {
+                let null: u64 = 0;
+                launch!(self, "channel_moments_f64", cfg, &x.data, &bb, &cc, &ll, &null, &mut view)
             }
         }
-        self.host_vec(&out)
     }
 
-    /// [sum g (C), sum g z (C)] over the rows of (N, C) matrices g and z, f64.
-    fn grad_moments(&self, g: &F, z: &F, n: usize, c: usize) -> Result<Vec<f64>> {
-        let mut out = self.zeros::<f64>(2 * c)?;
-        if c > 0 {
-            let cfg = per_block(c, 1, 0)?;
-            let [nn, cc, one] = [n as i64, c as i64, 1];
-            launch!(self, "channel_grad_moments_f64", cfg, &g.data, &z.data, &nn, &cc, &one, &mut out.data)?;
+    /// out[off .. off + 2c] = [sum g (c), sum g z (c)] over the rows of (rows, c) matrices g and z, f64.
+    fn grad_moments_into(&self, g: &F, z: &F, rows: usize, c: usize, out: &mut D, off: usize) -> Result<()> {
+        if c == 0 {
+            return Ok(());
         }
-        self.host_vec(&out)
+        let cfg = per_block(c, 1, 0)?;
+        let [nn, cc, one] = [rows as i64, c as i64, 1];
+        let mut view = out.data.slice_mut(off..off + 2 * c);
+        launch!(self, "channel_grad_moments_f64", cfg, &g.data, &z.data, &nn, &cc, &one, &mut view)
     }
 
-    fn col_stats2(&self, a: &F, ca: usize, b: &F, cb: usize, rows: usize, red: &mut dyn Reduce) -> Result<Stats2> {
-        let mut sums = self.moments(a, rows, ca, 1, None)?;
-        sums.extend(self.moments(b, rows, cb, 1, None)?);
-        sums.push(rows as f64);
-        red.sum(&mut sums)?;
-        let n = sums[ca + cb];
-        let mean: Vec<f64> = sums[..ca + cb].iter().map(|s| if n > 0.0 { s / n } else { 0.0 }).collect();
-        let mut m2 = self.moments(a, rows, ca, 1, Some(&self.dev_copy(&mean[..ca])?))?;
-        m2.extend(self.moments(b, rows, cb, 1, Some(&self.dev_copy(&mean[ca..])?))?);
-        red.sum(&mut m2)?;
-        // Constant columns (population std within 4 f32 epsilons of |mean|) get invstd 0, as the twin.
-        let invstd: Vec<f64> = (0..ca + cb)
-            .map(|j| {
-                let constant = n < 2.0 || (m2[j] / n).sqrt() <= 4.0 * f32::EPSILON as f64 * mean[j].abs();
-                if constant {
-                    0.0
-                } else {
-                    1.0 / (m2[j] / (n - 1.0)).sqrt()
-                }
-            })
-            .collect();
-        let mut packed = Vec::with_capacity(2 * (ca + cb) + 1);
-        packed.extend(mean[..ca].iter().map(|&v| v as f32));
-        packed.extend(invstd[..ca].iter().map(|&v| v as f32));
-        packed.extend(mean[ca..].iter().map(|&v| v as f32));
-        packed.extend(invstd[ca..].iter().map(|&v| v as f32));
-        packed.push(n as f32);
-        Ok(Stats2 { packed, n })
+    /// The twin's `col_stats2` on the device: the column statistics of a (rows, C_a) and b (rows, C_b) over the
+    /// global batch, packed into `out` ([mean_a, invstd_a, mean_b, invstd_b], out[n_at] = n); returns the global
+    /// sums [sum a, sum b, n] (its last element is the count later kernels read). The two vectors summed across
+    /// ranks are the twin's (same lengths, same order).
+    fn col_stats2(
+        &self,
+        (a, ca): (&F, usize),
+        (b, cb): (&F, usize),
+        rows: usize,
+        out: &mut F,
+        n_at: usize,
+        red: &mut dyn Reduce,
+    ) -> Result<D> {
+        let k = ca + cb;
+        let mut sums = self.zeros::<f64>(k + 1)?;
+        self.col_moments_into(a, rows, ca, None, &mut sums, 0)?;
+        self.col_moments_into(b, rows, cb, None, &mut sums, ca)?;
+        let (kk, n) = (k as i64, rows as f64);
+        launch!(self, "put_count_f64", grid1d(1), &mut sums.data, &kk, &n)?;
+        self.reduce_dev(&mut sums, red)?;
+        let mut mean = self.zeros::<f64>(k)?;
+        let mut m2 = self.zeros::<f64>(k)?;
+        if k > 0 {
+            launch!(self, "col_mean_f64", grid1d(k), &sums.data, &kk, &mut mean.data)?;
+        }
+        self.col_moments_into(a, rows, ca, Some((&mean, 0)), &mut m2, 0)?;
+        self.col_moments_into(b, rows, cb, Some((&mean, ca)), &mut m2, ca)?;
+        self.reduce_dev(&mut m2, red)?;
+        let [a_, b_, at] = [ca, cb, n_at].map(|v| v as i64);
+        launch!(
+            self,
+            "col_stats_finish_f32",
+            grid1d(k),
+            &sums.data,
+            &mean.data,
+            &m2.data,
+            &a_,
+            &b_,
+            &at,
+            &mut out.data
+        )?;
+        Ok(sums)
     }
 
-    /// z (N, C) = (x - mean) invstd, into a new buffer.
-    fn standardize(&self, x: &F, mean: &[f32], invstd: &[f32], rows: usize, c: usize) -> Result<F> {
+    /// z (rows, c) = (x - mean) invstd into a new buffer, mean and invstd at offsets of the packed statistics.
+    fn standardize(&self, x: &F, st: &F, (mean_at, inv_at): (usize, usize), rows: usize, c: usize) -> Result<F> {
         let mut z = self.zeros::<f32>(rows * c)?;
         if rows * c > 0 {
-            let (m, s) = (self.dev_copy(mean)?, self.dev_copy(invstd)?);
+            let (m, s) = (st.data.slice(mean_at..mean_at + c), st.data.slice(inv_at..inv_at + c));
             let (nn, cc) = (rows as i64, c as i64);
-            launch!(self, "standardize_f32", grid1d(rows * c), &x.data, &m.data, &s.data, &mut z.data, &nn, &cc)?;
+            launch!(self, "standardize_f32", grid1d(rows * c), &x.data, &m, &s, &mut z.data, &nn, &cc)?;
         }
         Ok(z)
     }
 
-    /// The twin's `standardize_bwd2`: ga, gb hold dL/dz on entry and dL/dx on exit.
+    /// The twin's `standardize_bwd2`: ga, gb hold dL/dz on entry and dL/dx on exit; invstd at offsets of the packed
+    /// statistics `st`, whose element n_at is the count.
     fn standardize_bwd2(
         &self,
-        n: f64,
         rows: usize,
-        (za, inv_a, ga): (&F, &[f32], &mut F),
-        (zb, inv_b, gb): (&F, &[f32], &mut F),
+        (st, n_at): (&F, usize),
+        (za, inv_a, ga, ca): (&F, usize, &mut F, usize),
+        (zb, inv_b, gb, cb): (&F, usize, &mut F, usize),
         red: &mut dyn Reduce,
     ) -> Result<()> {
-        let (ca, cb) = (inv_a.len(), inv_b.len());
-        let mut sums = self.grad_moments(ga, za, rows, ca)?;
-        sums.extend(self.grad_moments(gb, zb, rows, cb)?);
-        red.sum(&mut sums)?;
-        let (sa, sb) = sums.split_at(2 * ca);
-        for (z, inv, g, s, c) in [(za, inv_a, ga, sa, ca), (zb, inv_b, gb, sb, cb)] {
+        let mut sums = self.zeros::<f64>(2 * (ca + cb))?;
+        self.grad_moments_into(ga, za, rows, ca, &mut sums, 0)?;
+        self.grad_moments_into(gb, zb, rows, cb, &mut sums, 2 * ca)?;
+        self.reduce_dev(&mut sums, red)?;
+        for (z, inv_at, g, c, off) in [(za, inv_a, ga, ca, 0), (zb, inv_b, gb, cb, 2 * ca)] {
             if c == 0 || rows == 0 {
                 continue;
             }
-            let mean_g: Vec<f32> = s[..c].iter().map(|v| (v / n) as f32).collect();
-            let cov_g: Vec<f32> = s[c..].iter().map(|v| (if n > 1.0 { v / (n - 1.0) } else { 0.0 }) as f32).collect();
-            let (inv_d, mg, cg) = (self.dev_copy(inv)?, self.dev_copy(&mean_g)?, self.dev_copy(&cov_g)?);
-            let (nn, cc) = (rows as i64, c as i64);
+            let (mut mg, mut cg) = (self.zeros::<f32>(c)?, self.zeros::<f32>(c)?);
+            let (nn, cc, at) = (rows as i64, c as i64, n_at as i64);
+            let sv = sums.data.slice(off..off + 2 * c);
+            launch!(self, "std_bwd_scalars_f32", grid1d(c), &sv, &cc, &st.data, &at, &mut mg.data, &mut cg.data)?;
+            let inv = st.data.slice(inv_at..inv_at + c);
             launch!(
                 self,
                 "standardize_bwd_f32",
                 grid1d(rows * c),
                 &mut g.data,
                 &z.data,
-                &inv_d.data,
+                &inv,
                 &mg.data,
                 &cg.data,
                 &nn,
@@ -165,29 +176,40 @@ impl CudaBackend {
         for (name, len) in [("running_var", rv.len), ("save_mean", sm.len), ("save_invstd", si.len)] {
             check(OP, name, len, s.c)?;
         }
-        let mut sums = self.moments(x, s.b, s.c, s.l, None)?;
-        sums.push((s.b * s.l) as f64);
-        red.sum(&mut sums)?;
-        let n = sums[s.c];
-        if n < 2.0 {
-            return Err(MfdError::Shape { op: OP, msg: format!("training needs > 1 value per channel, got {n}") });
+        // Pass 1: [sums (C), count], summed over ranks in device memory; the mean is sums / count.
+        let mut sums = self.zeros::<f64>(s.c + 1)?;
+        let [b, c, l] = [s.b, s.c, s.l].map(|v| v as i64);
+        launch!(self, "bn_fwd_sums_f64", per_block(s.c, 1, 0)?, &x.data, &b, &c, &l, &mut sums.data)?;
+        self.reduce_dev(&mut sums, red)?;
+        // The twin's error for n < 2; the global count is known without a download unless this rank has < 2.
+        if s.b * s.l < 2 {
+            let n = self.host_vec(&sums)?[s.c];
+            if n < 2.0 {
+                return Err(MfdError::Shape { op: OP, msg: format!("training needs > 1 value per channel, got {n}") });
+            }
         }
-        let mean: Vec<f64> = sums[..s.c].iter().map(|v| v / n).collect();
-        let mut m2 = self.moments(x, s.b, s.c, s.l, Some(&self.dev_copy(&mean)?))?;
-        red.sum(&mut m2)?;
-        let (mut rmh, mut rvh) = (self.host_vec(rm)?, self.host_vec(rv)?);
-        let (mut smh, mut sih) = (vec![0.0f32; s.c], vec![0.0f32; s.c]);
-        let (keep, mom) = ((1.0 - BN_MOMENTUM) as f32, BN_MOMENTUM as f32);
-        for c in 0..s.c {
-            smh[c] = mean[c] as f32;
-            sih[c] = (1.0 / (m2[c] / n + BN_EPS).sqrt()) as f32;
-            rmh[c] = keep * rmh[c] + mom * mean[c] as f32;
-            rvh[c] = keep * rvh[c] + mom * (m2[c] / (n - 1.0)) as f32;
+        // Pass 2: centred sums of squares, summed over ranks; then the scalars, all on the device.
+        let mut m2 = self.zeros::<f64>(s.c)?;
+        launch!(self, "bn_fwd_m2_f64", per_block(s.c, 1, 0)?, &x.data, &b, &c, &l, &sums.data, &mut m2.data)?;
+        self.reduce_dev(&mut m2, red)?;
+        if s.c > 0 {
+            let (eps, keep, mom) = (BN_EPS, (1.0 - BN_MOMENTUM) as f32, BN_MOMENTUM as f32);
+            launch!(
+                self,
+                "bn_fwd_finish_f32",
+                grid1d(s.c),
+                &sums.data,
+                &m2.data,
+                &c,
+                &eps,
+                &keep,
+                &mom,
+                &mut rm.data,
+                &mut rv.data,
+                &mut sm.data,
+                &mut si.data
+            )?;
         }
-        self.put(rm, &rmh)?;
-        self.put(rv, &rvh)?;
-        self.put(sm, &smh)?;
-        self.put(si, &sih)?;
         self.bn_normalise(s, x, gamma, beta, sm, si, y)
     }
 
@@ -233,9 +255,11 @@ impl CudaBackend {
         ] {
             check(OP, name, len, s.c)?;
         }
-        let inv: Vec<f32> =
-            self.host_vec(running_var)?.iter().map(|&v| (1.0 / (v as f64 + BN_EPS).sqrt()) as f32).collect();
-        let inv = self.dev_copy(&inv)?;
+        let mut inv = self.zeros::<f32>(s.c)?;
+        if s.c > 0 {
+            let (c, eps) = (s.c as i64, BN_EPS);
+            launch!(self, "bn_eval_invstd_f32", grid1d(s.c), &running_var.data, &c, &eps, &mut inv.data)?;
+        }
         self.bn_normalise(s, x, gamma, beta, running_mean, &inv, y)
     }
 
@@ -261,9 +285,9 @@ impl CudaBackend {
         ] {
             check(OP, name, len, s.c)?;
         }
-        let mut local = self.zeros::<f64>(2 * s.c)?;
+        let mut local = self.zeros::<f64>(2 * s.c + 1)?;
+        let [b, c, l] = [s.b, s.c, s.l].map(|v| v as i64);
         if s.c > 0 {
-            let [b, c, l] = [s.b, s.c, s.l].map(|v| v as i64);
             let cfg = per_block(s.c, 1, 0)?;
             launch!(
                 self,
@@ -279,25 +303,24 @@ impl CudaBackend {
                 &mut local.data
             )?;
         }
-        let mut global = self.host_vec(&local)?;
-        // Parameter gradients: the local contributions, accumulated.
-        let (mut dg, mut db) = (self.host_vec(dgamma)?, self.host_vec(dbeta)?);
-        for c in 0..s.c {
-            db[c] += global[c] as f32;
-            dg[c] += global[s.c + c] as f32;
-        }
-        self.put(dgamma, &dg)?;
-        self.put(dbeta, &db)?;
-        global.push((s.b * s.l) as f64);
-        red.sum(&mut global)?;
-        let n = global[2 * s.c];
+        // The parameter gradients from this rank's sums, the count appended; then the sums over ranks.
+        let n_local = (s.b * s.l) as f64;
+        launch!(
+            self,
+            "bn_bwd_params_f32",
+            grid1d(s.c),
+            &mut local.data,
+            &c,
+            &n_local,
+            &mut dgamma.data,
+            &mut dbeta.data
+        )?;
+        self.reduce_dev(&mut local, red)?;
         if s.x_len() == 0 {
             return Ok(());
         }
-        let mean_dy: Vec<f32> = (0..s.c).map(|c| (global[c] / n) as f32).collect();
-        let mean_dyx: Vec<f32> = (0..s.c).map(|c| (global[s.c + c] / n) as f32).collect();
-        let (mdy, mdyx) = (self.dev_copy(&mean_dy)?, self.dev_copy(&mean_dyx)?);
-        let [b, c, l] = [s.b, s.c, s.l].map(|v| v as i64);
+        let (mut mdy, mut mdyx) = (self.zeros::<f32>(s.c)?, self.zeros::<f32>(s.c)?);
+        launch!(self, "bn_bwd_means_f32", grid1d(s.c), &local.data, &c, &mut mdy.data, &mut mdyx.data)?;
         launch!(
             self,
             "bn_bwd_dx_f32",
@@ -330,28 +353,30 @@ impl CudaBackend {
         check("corr_norm", "r", r.len, s.r_len())?;
         check("corr_norm", "stats", stats.len, s.stats_len())?;
         let (ca, cb) = (s.c_a, s.c_b);
-        let st = self.col_stats2(a, ca, b, cb, s.n, red)?;
-        self.put(stats, &st.packed)?;
-        let za = self.standardize(a, st.mean_a(ca), st.inv_a(ca), s.n, ca)?;
-        let zb = self.standardize(b, st.mean_b(ca, cb), st.inv_b(ca, cb), s.n, cb)?;
-        let mut acc_d = self.zeros::<f64>(ca * cb)?;
+        let n_at = 2 * (ca + cb);
+        let sums = self.col_stats2((a, ca), (b, cb), s.n, stats, n_at, red)?;
+        let za = self.standardize(a, stats, (0, ca), s.n, ca)?;
+        let zb = self.standardize(b, stats, (2 * ca, 2 * ca + cb), s.n, cb)?;
+        let mut acc = self.zeros::<f64>(ca * cb)?;
         if ca * cb > 0 {
             let [nn, a_, b_] = [s.n, ca, cb].map(|v| v as i64);
-            launch!(self, "corr_cross_f64", grid1d(ca * cb), &za.data, &zb.data, &nn, &a_, &b_, &mut acc_d.data)?;
+            launch!(self, "corr_cross_f64", grid1d(ca * cb), &za.data, &zb.data, &nn, &a_, &b_, &mut acc.data)?;
         }
-        let mut acc = self.host_vec(&acc_d)?;
-        red.sum(&mut acc)?;
-        let mut norm2 = 0.0;
-        let rh: Vec<f32> = acc
-            .iter()
-            .map(|&v| {
-                let rij = if st.n > 0.0 { v / st.n } else { 0.0 };
-                norm2 += rij * rij;
-                rij as f32
-            })
-            .collect();
-        self.put(r, &rh)?;
-        Ok(norm2.sqrt() as f32)
+        self.reduce_dev(&mut acc, red)?;
+        let mut value = self.zeros::<f32>(1)?;
+        let (k, at) = ((ca * cb) as i64, (ca + cb) as i64);
+        launch!(
+            self,
+            "corr_finish_f32",
+            per_block(1, 1, 0)?,
+            &acc.data,
+            &k,
+            &sums.data,
+            &at,
+            &mut r.data,
+            &mut value.data
+        )?;
+        Ok(self.read_scalar(&value)?.unwrap_or(f32::NAN))
     }
 
     pub(crate) fn k_corr_bwd(
@@ -375,23 +400,18 @@ impl CudaBackend {
             self.k_fill(da, 0.0)?;
             return self.k_fill(db, 0.0);
         }
-        let st = self.host_vec(stats)?;
-        let n = st[2 * (ca + cb)] as f64;
-        let rh = self.host_vec(r)?;
-        let norm = rh.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
-        let g = if norm > 0.0 && n > 0.0 { dvalue as f64 / norm / n } else { 0.0 };
-        let dr: Vec<f32> = rh.iter().map(|&v| (g * v as f64) as f32).collect();
-        let dr = self.dev_copy(&dr)?;
-        let (mean_a, inv_a) = (&st[..ca], &st[ca..2 * ca]);
-        let (mean_b, inv_b) = (&st[2 * ca..2 * ca + cb], &st[2 * ca + cb..2 * (ca + cb)]);
-        let za = self.standardize(a, mean_a, inv_a, s.n, ca)?;
-        let zb = self.standardize(b, mean_b, inv_b, s.n, cb)?;
+        let n_at = 2 * (ca + cb);
+        let mut dr = self.zeros::<f32>(ca * cb)?;
+        let (k, at) = ((ca * cb) as i64, n_at as i64);
+        launch!(self, "corr_bwd_dr_f32", per_block(1, 1, 0)?, &r.data, &k, &stats.data, &at, &dvalue, &mut dr.data)?;
+        let za = self.standardize(a, stats, (0, ca), s.n, ca)?;
+        let zb = self.standardize(b, stats, (2 * ca, 2 * ca + cb), s.n, cb)?;
         // dza (N, C_a) = zb dR^T; dzb (N, C_b) = za dR.
         let zb_m = Mat { buf: &zb, offset: 0, ld: cb, trans: false };
         self.k_gemm(s.n, ca, cb, 1.0, zb_m, Mat { buf: &dr, offset: 0, ld: cb, trans: true }, 0.0, da, 0, ca)?;
         let za_m = Mat { buf: &za, offset: 0, ld: ca, trans: false };
         self.k_gemm(s.n, cb, ca, 1.0, za_m, Mat { buf: &dr, offset: 0, ld: cb, trans: false }, 0.0, db, 0, cb)?;
-        self.standardize_bwd2(n, s.n, (&za, inv_a, da), (&zb, inv_b, db), red)
+        self.standardize_bwd2(s.n, (stats, n_at), (&za, ca, da, ca), (&zb, 2 * ca + cb, db, cb), red)
     }
 
     pub(crate) fn k_r2_fwd(
@@ -406,26 +426,27 @@ impl CudaBackend {
         check("r2_score", "target", target.len, s.x_len())?;
         check("r2_score", "stats", stats.len, s.stats_len())?;
         let c = s.c;
-        let st = self.col_stats2(pred, c, target, c, s.n, red)?;
-        let zp = self.standardize(pred, st.mean_a(c), st.inv_a(c), s.n, c)?;
-        let zt = self.standardize(target, st.mean_b(c, c), st.inv_b(c, c), s.n, c)?;
-        let mut r_d = self.zeros::<f64>(c)?;
+        let sums = self.col_stats2((pred, c), (target, c), s.n, stats, 5 * c, red)?;
+        let zp = self.standardize(pred, stats, (0, c), s.n, c)?;
+        let zt = self.standardize(target, stats, (2 * c, 3 * c), s.n, c)?;
+        let mut dot = self.zeros::<f64>(c)?;
+        let (nn, cc) = (s.n as i64, c as i64);
         if c > 0 {
-            let (nn, cc) = (s.n as i64, c as i64);
-            launch!(self, "r2_col_dot_f64", grid1d(c), &zp.data, &zt.data, &nn, &cc, &mut r_d.data)?;
+            launch!(self, "r2_col_dot_f64", grid1d(c), &zp.data, &zt.data, &nn, &cc, &mut dot.data)?;
         }
-        let mut r = self.host_vec(&r_d)?;
-        red.sum(&mut r)?;
-        let mut packed = st.packed[..4 * c].to_vec();
-        let mut score = 0.0;
-        for rv in &r {
-            let rj = if st.n > 0.0 { rv / st.n } else { 0.0 };
-            packed.push(rj as f32);
-            score += rj.clamp(-1.0, 1.0).powi(2);
-        }
-        packed.push(st.n as f32);
-        self.put(stats, &packed)?;
-        Ok(score as f32)
+        self.reduce_dev(&mut dot, red)?;
+        let mut score = self.zeros::<f32>(1)?;
+        launch!(
+            self,
+            "r2_finish_f32",
+            per_block(1, 1, 0)?,
+            &dot.data,
+            &cc,
+            &sums.data,
+            &mut stats.data,
+            &mut score.data
+        )?;
+        Ok(self.read_scalar(&score)?.unwrap_or(f32::NAN))
     }
 
     pub(crate) fn k_r2_bwd(
@@ -443,22 +464,14 @@ impl CudaBackend {
         }
         check("r2_score_bwd", "stats", stats.len, s.stats_len())?;
         let c = s.c;
-        let st = self.host_vec(stats)?;
-        let n = st[5 * c] as f64;
-        let g: Vec<f32> = st[4 * c..5 * c]
-            .iter()
-            .map(|&r| {
-                let r = r as f64;
-                let inside = (-1.0..=1.0).contains(&r);
-                (if inside && n > 0.0 { dscore as f64 * 2.0 * r / n } else { 0.0 }) as f32
-            })
-            .collect();
-        let (mean_p, inv_p, mean_t, inv_t) = (&st[..c], &st[c..2 * c], &st[2 * c..3 * c], &st[3 * c..4 * c]);
-        let zp = self.standardize(pred, mean_p, inv_p, s.n, c)?;
-        let zt = self.standardize(target, mean_t, inv_t, s.n, c)?;
+        let (nn, cc) = (s.n as i64, c as i64);
+        let mut g = self.zeros::<f32>(c)?;
+        if c > 0 {
+            launch!(self, "r2_bwd_scale_f32", grid1d(c), &stats.data, &cc, &dscore, &mut g.data)?;
+        }
+        let zp = self.standardize(pred, stats, (0, c), s.n, c)?;
+        let zt = self.standardize(target, stats, (2 * c, 3 * c), s.n, c)?;
         if s.x_len() > 0 {
-            let g = self.dev_copy(&g)?;
-            let (nn, cc) = (s.n as i64, c as i64);
             launch!(
                 self,
                 "r2_grad_f32",
@@ -472,6 +485,6 @@ impl CudaBackend {
                 &cc
             )?;
         }
-        self.standardize_bwd2(n, s.n, (&zp, inv_p, dpred), (&zt, inv_t, dtarget), red)
+        self.standardize_bwd2(s.n, (stats, 5 * c), (&zp, c, dpred, c), (&zt, 3 * c, dtarget, c), red)
     }
 }
