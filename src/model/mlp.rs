@@ -132,22 +132,11 @@ impl<B: Backend> Mlp<B> {
             }
             let act_in = match self.bns[j] {
                 Some(bn) => {
-                    let bs = BnShape { b: n, c: lin.d_out, l: 1 };
-                    let (gamma, beta, rmean, rvar) = bn_tensors(&mut p.values, bn);
                     if train {
-                        be.batch_norm_train_fwd(
-                            bs,
-                            &c.zs[j],
-                            gamma,
-                            beta,
-                            rmean,
-                            rvar,
-                            &mut c.save_mean[j],
-                            &mut c.save_invstd[j],
-                            &mut c.ns[j],
-                            red,
-                        )?;
+                        bn_train_fwd(be, p, c, j, lin.d_out, bn, red)?;
                     } else {
+                        let bs = BnShape { b: n, c: lin.d_out, l: 1 };
+                        let (gamma, beta, rmean, rvar) = bn_tensors(&mut p.values, bn);
                         be.batch_norm_eval_fwd(bs, &c.zs[j], gamma, beta, rmean, rvar, &mut c.ns[j])?;
                     }
                     &c.ns[j]
@@ -168,20 +157,7 @@ impl<B: Backend> Mlp<B> {
         let c = self.cache.as_mut().expect("forward before repeat_running_stats");
         for (j, bn) in self.bns.iter().enumerate() {
             let Some(bn) = *bn else { continue };
-            let bs = BnShape { b: c.n, c: self.linears[j].d_out, l: 1 };
-            let (gamma, beta, rmean, rvar) = bn_tensors(&mut p.values, bn);
-            be.batch_norm_train_fwd(
-                bs,
-                &c.zs[j],
-                gamma,
-                beta,
-                rmean,
-                rvar,
-                &mut c.save_mean[j],
-                &mut c.save_invstd[j],
-                &mut c.ns[j],
-                red,
-            )?;
+            bn_train_fwd(be, p, c, j, self.linears[j].d_out, bn, red)?;
         }
         Ok(())
     }
@@ -237,4 +213,31 @@ impl<B: Backend> Mlp<B> {
         }
         Ok(&c.dxs[0])
     }
+}
+
+/// Training-mode BatchNorm of hidden layer `j` (width `d`) from the cached linear output: normalised output, saved
+/// moments and the running-statistics update. Shared by the forward and `repeat_running_stats`.
+fn bn_train_fwd<B: Backend>(
+    be: &B,
+    p: &mut Params<B>,
+    c: &mut Cache<B>,
+    j: usize,
+    d: usize,
+    bn: BnIdx,
+    red: &mut dyn Reduce,
+) -> Result<()> {
+    let bs = BnShape { b: c.n, c: d, l: 1 };
+    let (gamma, beta, rmean, rvar) = bn_tensors(&mut p.values, bn);
+    be.batch_norm_train_fwd(
+        bs,
+        &c.zs[j],
+        gamma,
+        beta,
+        rmean,
+        rvar,
+        &mut c.save_mean[j],
+        &mut c.save_invstd[j],
+        &mut c.ns[j],
+        red,
+    )
 }
