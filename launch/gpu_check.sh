@@ -4,7 +4,8 @@
 # build the bundle here first (`launch/gpu_check.sh --bundle DIR` builds the release binary and the CUDA test
 # executables into DIR), copy DIR and this repository there, and run `launch/gpu_check.sh --bin DIR`.
 # Steps, each timed and recorded (ok / FAILED / skipped, the last lines of its log) in WORK/gpu_check.md:
-#   1. the CUDA tests (every kernel against its CPU twin, a full step GPU vs CPU, NCCL on 1 rank), MFD_REQUIRE_GPU=1
+#   1. the CUDA tests (every kernel against its CPU twin, a full step GPU vs CPU, NCCL on 1 rank, a step from a
+#      trained state and a short training: vgpu_train), MFD_REQUIRE_GPU=1
 #   2. a 1-rank NCCL training (dist.comm = "nccl"), 50 steps
 #   3. the embedded default on --backend cuda (capped at 240 s), its validation AUROC
 #   4. mfd bench train --backend cuda at B = 256 (C = 30, C = 120 and the default's shapes)
@@ -33,10 +34,10 @@ if [ -n "$BUNDLE" ]; then
   # Build here (Rust machine): the release binary and the CUDA test executables, copied into BUNDLE.
   set -e
   cargo build --release --features mpi
-  cargo test --release --features mpi --no-run --test cuda_kernels --test cuda_step --test nccl 2>&1 | tee /tmp/gpu_check_build.log
+  cargo test --release --features mpi --no-run --test cuda_kernels --test cuda_step --test nccl --test vgpu_train 2>&1 | tee /tmp/gpu_check_build.log
   mkdir -p "$BUNDLE"
   cp target/release/mfd "$BUNDLE/"
-  for t in cuda_kernels cuda_step nccl; do
+  for t in cuda_kernels cuda_step nccl vgpu_train; do
     exe=$(grep -o "target/release/deps/$t-[0-9a-f]*" /tmp/gpu_check_build.log | tail -1)
     [ -n "$exe" ] || { echo "gpu_check: no test executable for $t" >&2; exit 1; }
     cp "$exe" "$BUNDLE/$t"
@@ -106,8 +107,10 @@ printf '| step | result | time |\n|---|---|---|\n' >"$WORK/status.md"
 if [ $QUICK = 1 ]; then
   skip "cuda tests" "--quick (CI runs them on the virtual GPU in its own section)"
 else
-  for t in cuda_kernels cuda_step nccl; do
-    if [ -x "$BIN/$t" ]; then run "test $t" "$BIN/$t" --nocapture; else skip "test $t" "no $BIN/$t (use --bundle)"; fi
+  # vgpu_train: a GPU step from a CPU-trained state vs the CPU's (f32, bf16) and a 300-step run (MFD_BIN: its mfd).
+  for t in cuda_kernels cuda_step nccl vgpu_train; do
+    if [ -x "$BIN/$t" ]; then run "test $t" env MFD_BIN="$MFD" "$BIN/$t" --nocapture
+    else skip "test $t" "no $BIN/$t (use --bundle)"; fi
   done
 fi
 

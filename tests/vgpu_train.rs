@@ -8,8 +8,9 @@
 //!   above chance.
 //!
 //! Every kernel, cuBLAS, the registry, the launchers and the trainer's CUDA path run; the virtual GPU executes each
-//! GPU thread as a host fiber (~100x slower than the CPU backend), so this is kept small. Skipped unless
-//! MFD_VGPU=1 (set by run.sh); on a real GPU, launch/gpu_check.sh trains the full default instead.
+//! GPU thread as a host fiber (~100x slower than the CPU backend), so this is kept small. Runs under
+//! tests/vgpu/run.sh (MFD_VGPU=1) or where a GPU is required (MFD_REQUIRE_GPU=1: launch/gpu_check.sh runs it from
+//! its bundle, with MFD_BIN naming the bundle's mfd); skipped otherwise.
 //!
 //! Why the AUROC of a short run is not compared between backends (measured 2026-12-05, CPU, this configuration,
 //! seed 1, 300 steps): the run sits on a plateau that it leaves at a step set by rounding. With `train.lr`
@@ -30,6 +31,16 @@ const STEPS: usize = 300;
 const TRAINED_STEPS: usize = 150;
 /// `train.lr` of this configuration (the embedded default's): bounds the move of the gauge tensors below.
 const LR: f32 = 1e-2;
+
+/// Whether to run: on the virtual GPU (tests/vgpu/run.sh) or where a GPU is required.
+fn on_a_gpu() -> bool {
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| v == "1");
+    let run = set("MFD_VGPU") || set("MFD_REQUIRE_GPU");
+    if !run {
+        eprintln!("SKIP GPU training: neither under tests/vgpu/run.sh nor MFD_REQUIRE_GPU=1");
+    }
+    run
+}
 
 /// The configuration shared by every run of this file, as `--set` arguments.
 fn overrides(dir: &Path, backend: &str, precision: &str, max_steps: usize) -> Vec<String> {
@@ -63,7 +74,9 @@ fn mfd_train(dir: &Path, run: &Path, backend: &str, precision: &str, max_steps: 
         args.push("--resume".into());
     }
     args.extend(overrides(dir, backend, precision, max_steps));
-    let out = Command::new(env!("CARGO_BIN_EXE_mfd")).args(&args).output().unwrap();
+    // MFD_BIN: the mfd binary beside a copied test executable (launch/gpu_check.sh's bundle).
+    let bin = std::env::var("MFD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mfd").to_string());
+    let out = Command::new(bin).args(&args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "mfd train --backend {backend} failed:\n{err}");
     assert!(err.contains(&format!("backend {backend}")), "{err}");
@@ -133,8 +146,7 @@ fn update_errors(
 
 #[test]
 fn a_step_from_a_trained_state_on_the_gpu_matches_the_cpu_in_each_precision() {
-    if std::env::var("MFD_VGPU").map_or(true, |v| v != "1") {
-        eprintln!("SKIP vgpu training: not under tests/vgpu/run.sh");
+    if !on_a_gpu() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -170,8 +182,7 @@ fn a_step_from_a_trained_state_on_the_gpu_matches_the_cpu_in_each_precision() {
 
 #[test]
 fn cuda_training_from_scratch_on_the_virtual_gpu_learns() {
-    if std::env::var("MFD_VGPU").map_or(true, |v| v != "1") {
-        eprintln!("SKIP vgpu training: not under tests/vgpu/run.sh");
+    if !on_a_gpu() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
