@@ -7,7 +7,6 @@
 mod common;
 
 use mfd::backend::cpu::CpuBackend;
-use mfd::backend::cuda::CudaBackend;
 use mfd::backend::Backend;
 use mfd::data::dataset::Dataset;
 use mfd::data::manifest::SPLIT_TRAIN;
@@ -16,13 +15,8 @@ use mfd::rng::Rng;
 
 #[test]
 fn resident_batches_equal_the_cpu_batches() {
-    let gpu = match CudaBackend::new(0) {
-        Ok(g) => g,
-        Err(why) => {
-            assert!(std::env::var("MFD_REQUIRE_GPU").map_or(true, |v| v != "1"), "MFD_REQUIRE_GPU=1: {why}");
-            eprintln!("SKIP cuda resident batches: no usable GPU ({why})");
-            return;
-        }
+    let Some(gpu) = common::gpu_or_skip("cuda resident batches") else {
+        return;
     };
     let fx = common::fixture();
     mfd::data::prepare::prepare(&fx.args()).unwrap();

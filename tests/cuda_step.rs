@@ -11,7 +11,6 @@
 //! batch-statistic ops (BN, Pearson) amplify rounding by 1/std of small batches.
 
 use mfd::backend::cpu::CpuBackend;
-use mfd::backend::cuda::CudaBackend;
 use mfd::backend::{AdamConfig, Backend, NoReduce};
 use mfd::model::params::Group;
 use mfd::rng::Rng;
@@ -74,13 +73,8 @@ fn step<Be: Backend>(
 
 #[test]
 fn full_training_step_matches_the_cpu() {
-    let gpu = match CudaBackend::new(0) {
-        Ok(g) => g,
-        Err(why) => {
-            assert!(std::env::var("MFD_REQUIRE_GPU").map_or(true, |v| v != "1"), "MFD_REQUIRE_GPU=1: {why}");
-            eprintln!("SKIP cuda full step: no usable GPU ({why})");
-            return;
-        }
+    let Some(gpu) = common::gpu_or_skip("cuda full step") else {
+        return;
     };
     // Which device ran: "vgpu ..." on the virtual GPU (tests/vgpu/run.sh), else the real device's name.
     eprintln!("cuda full step runs on: {}", gpu.describe());
@@ -123,13 +117,8 @@ fn agree(x: &[(String, Vec<f32>)], y: &[(String, Vec<f32>)], lr: f64, xn: &str, 
 /// accumulation doubles a gradient here; the one-step test cannot see it (every buffer starts at zero).
 #[test]
 fn a_second_step_with_frozen_parameters_repeats_the_first() {
-    let gpu = match CudaBackend::new(0) {
-        Ok(g) => g,
-        Err(why) => {
-            assert!(std::env::var("MFD_REQUIRE_GPU").map_or(true, |v| v != "1"), "MFD_REQUIRE_GPU=1: {why}");
-            eprintln!("SKIP cuda two steps: no usable GPU ({why})");
-            return;
-        }
+    let Some(gpu) = common::gpu_or_skip("cuda two steps") else {
+        return;
     };
     let mut rng = Rng::new(42); // the one-step test's batch: its step 1 agrees at this tolerance
     let tokens: Vec<u8> = (0..B * 128).map(|_| rng.below(17) as u8).collect();

@@ -228,3 +228,16 @@ pub fn tiny_trained_run() -> (PathBuf, PathBuf) {
     assert!(ckpt.exists());
     (root, ckpt)
 }
+
+/// The CUDA backend on device 0, or `None` with a printed SKIP line naming `what` and why no GPU works; under
+/// MFD_REQUIRE_GPU=1 (CI's virtual-GPU section, launch/gpu_check.sh) a missing GPU fails instead.
+pub fn gpu_or_skip(what: &str) -> Option<mfd::backend::cuda::CudaBackend> {
+    match mfd::backend::cuda::CudaBackend::new(0) {
+        Ok(gpu) => Some(gpu),
+        Err(why) => {
+            assert!(std::env::var("MFD_REQUIRE_GPU").map_or(true, |v| v != "1"), "MFD_REQUIRE_GPU=1: {why}");
+            eprintln!("SKIP {what}: no usable GPU ({why})");
+            None
+        }
+    }
+}
