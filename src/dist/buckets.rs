@@ -14,15 +14,18 @@
 //!   and the last layers' gradients overlaps the backward of the first layers; then the caller's `During` work
 //!   (the adversary step), the wait, and the caller's `unpack`. Same bucket contents and same reduction as the
 //!   blocking path, so the sums are the same.
-//! - CUDA backend + NCCL communicator (issue 19 item 4): the buckets are device buffers of the backend (one
-//!   contiguous `DevBuf<f32>` per bucket, from its pool, kept between steps). Packing a bucket is a device-to-device
-//!   copy of its tensors on the compute stream; the hook then has the NCCL stream wait on an event of the compute
-//!   stream and queues the in-place all-reduce there, and returns at once (the backward goes on queuing kernels).
-//!   After the `During` work the compute stream waits on the NCCL stream (an event, no host wait), and `unpack`
-//!   scales each bucket with one kernel and copies it back device-to-device. Nothing of the gradients crosses the
-//!   bus and nothing synchronises the host. The gradients stay buffers of their own (not views into the bucket):
-//!   `Params` owns one backend buffer per tensor, and two device copies of the gradient bytes per step cost
-//!   microseconds on a GPU, so the simpler layout wins. The host buckets are unused on that path.
+//! - CUDA backend + NCCL communicator (issue 19 item 4; `Backend::as_cuda` and `Comm::nccl` say so): the buckets
+//!   are device buffers of the backend (one contiguous `DevBuf<f32>` per bucket, allocated once at first use and
+//!   kept). Packing a bucket is a device-to-device copy of its tensors on the compute stream; the hook then has
+//!   the NCCL stream wait on an event of the compute stream, queues the in-place all-reduce there and returns at
+//!   once (the backward goes on queuing kernels). After the `During` work the compute stream waits on the NCCL
+//!   stream (an event, no host wait), and `unpack` scales each bucket with one kernel and copies it back device to
+//!   device. The blocking `all_reduce` (adversary gradients, running statistics) takes the same device path.
+//!   Nothing of the gradients crosses the bus and nothing synchronises the host; the sums equal the host path's
+//!   bit for bit (same bucket contents, same reduction, the same f32 scaling). The gradients stay buffers of their
+//!   own rather than views into the bucket: `Params` owns one backend buffer per tensor, and two device copies of
+//!   the gradient bytes per step cost microseconds on a GPU, so the simpler layout wins. The host buckets are
+//!   unused on that path.
 use crate::backend::cuda::{CudaBackend, DevBuf};
 use crate::backend::Backend;
 use crate::dist::comm::{claim, BucketStart, Comm, HostBucket, Stage};

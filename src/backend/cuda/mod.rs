@@ -8,8 +8,8 @@
 //! - One stream per backend; every launcher checks buffer lengths against the op's shape before launching, so a
 //!   kernel never reads past a buffer. Host-visible results (losses, statistics) synchronise through the copy.
 //! - Batch statistics (batch norm, Pearson penalty, R2) are computed as f64 per-channel partial sums on the GPU,
-//!   summed across ranks in device memory through `Reduce::sum_device` (nothing on one rank; several ranks go
-//!   through the host communicator), and turned into per-channel scalars on the device by small kernels with the
+//!   summed across ranks through `Reduce::sum_device` (nothing on one rank; in device memory by NCCL with
+//!   `dist.comm = "nccl"`, through the host over MPI), and turned into per-channel scalars on the device by small kernels with the
 //!   CPU twin's f64 formulas (issue 19 item 2).
 //! - Caching allocator: a dropped `DevBuf` returns its allocation to the backend's pool (by type and length) and
 //!   `zeros` reuses it, so a training step allocates nothing after the first.
