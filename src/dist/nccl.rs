@@ -1,6 +1,6 @@
-//! `Nccl`: the device-buffer communicator (architecture.md section 6): NCCL all-reduces of f32 device buffers on a
-//! communication stream of its own, beside a host communicator (`Single` or `Mpi`) that keeps rank, world size,
-//! local rank, small statistics, barriers, gathers and abort.
+//! `Nccl`: the device-buffer communicator (architecture.md section 6): NCCL all-reduces of device buffers (f32
+//! gradient buckets, f64 batch statistics) on a communication stream of its own, beside a host communicator
+//! (`Single` or `Mpi`) that keeps rank, world size, local rank, small host sums, barriers, gathers and abort.
 //!
 //! Key decisions:
 //! - cudarc's `nccl` module with dynamic loading (Cargo.toml): the crate builds and runs without CUDA or NCCL;
