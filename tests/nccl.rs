@@ -2,8 +2,8 @@
 //! test prints `SKIP` with the reason and passes (MFD_REQUIRE_GPU=1 turns the skip into a failure), and choosing
 //! NCCL is checked to be a clear error, not a panic. On a GPU machine (docs/SCALING.md section 4 gives the
 //! commands): on 1 rank an all-reduce returns its input; under `mpirun -np 2` (two GPUs, `--features mpi`) it
-//! returns the sum over ranks; device buckets (communication stream + events, `sum_device_buckets`) and staged
-//! host buckets (`Comm::sum_buckets`) alike.
+//! returns the sum over ranks; device buckets (communication stream + events: `sum_device_buckets`, and the
+//! trainer's `start_sum_after` / `join_compute` on f32 and f64) and staged host buckets (`Comm::sum_buckets`) alike.
 
 use mfd::dist::nccl::{probe, Nccl};
 use mfd::dist::{Comm, HostBucket, Single};
@@ -96,7 +96,19 @@ fn all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several() {
         assert_eq!(got, (0..n).map(|i| expected(world, i)).collect::<Vec<_>>(), "rank {rank}: device bucket of {n}");
     }
 
-    // Host buckets staged through the device (the trainer's generic path), an empty one included.
+    // The trainer's device path: f64 (statistics) and f32 (a gradient bucket) written on the compute stream, summed
+    // in place on the communication stream behind an event, then joined back into the compute stream.
+    let mut stats = compute.clone_htod(&(0..37).map(|i| f64::from(value(rank, i))).collect::<Vec<_>>()).unwrap();
+    let mut grads = compute.clone_htod(&(0..300).map(|i| value(rank, i)).collect::<Vec<_>>()).unwrap();
+    nccl.start_sum_after(&compute, &mut stats.slice_mut(0..37)).unwrap();
+    nccl.start_sum_after(&compute, &mut grads.slice_mut(0..300)).unwrap();
+    nccl.join_compute(&compute).unwrap();
+    let want64: Vec<f64> = (0..37).map(|i| f64::from(expected(world, i))).collect();
+    assert_eq!(compute.clone_dtoh(&stats).unwrap(), want64, "rank {rank}: f64 statistics");
+    let want32: Vec<f32> = (0..300).map(|i| expected(world, i)).collect();
+    assert_eq!(compute.clone_dtoh(&grads).unwrap(), want32, "rank {rank}: f32 bucket");
+
+    // Host buckets staged through the device (the host-bucket API), an empty one included.
     let mut hb: Vec<HostBucket> = [3usize, 0, 777]
         .iter()
         .map(|&n| HostBucket { data: (0..n).map(|i| value(rank, i)).collect(), scratch: vec![] })

@@ -112,6 +112,20 @@ pub trait Backend: Send + Sync {
         crate::config::Precision::F32
     }
 
+    /// The CUDA backend itself, for the NCCL communicator's device path (`dist::buckets`: gradient buckets summed
+    /// in device memory); `None` on every other backend, which then takes the host-bucket path.
+    fn as_cuda(&self) -> Option<&cuda::CudaBackend> {
+        None
+    }
+    /// A buffer as the CUDA backend's device buffer (`Some` exactly when `as_cuda` is).
+    fn cuda_buf<'a>(&self, _buf: &'a Self::Buf) -> Option<&'a cuda::DevBuf<f32>> {
+        None
+    }
+    /// As `cuda_buf`, writable.
+    fn cuda_buf_mut<'a>(&self, _buf: &'a mut Self::Buf) -> Option<&'a mut cuda::DevBuf<f32>> {
+        None
+    }
+
     // ---- memory ----------------------------------------------------------------------------------------------
     /// A zero-filled f32 buffer of `len` elements.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;

@@ -1,4 +1,5 @@
-//! Bucketed all-reduce of one parameter group's gradients (or values) through host buckets.
+//! Bucketed all-reduce of one parameter group's gradients (or values): through host buckets, or, with the CUDA
+//! backend and the NCCL communicator, through device buckets summed in place by NCCL.
 //!
 //! Key decisions:
 //! - Buckets hold whole tensors, taken in reverse registration order, each closed once it reaches `dist.bucket_mb`;
@@ -13,8 +14,22 @@
 //!   and the last layers' gradients overlaps the backward of the first layers; then the caller's `During` work
 //!   (the adversary step), the wait, and the caller's `unpack`. Same bucket contents and same reduction as the
 //!   blocking path, so the sums are the same.
+//! - CUDA backend + NCCL communicator (issue 19 item 4; `Backend::as_cuda` and `Comm::nccl` say so): the buckets
+//!   are device buffers of the backend (one contiguous `DevBuf<f32>` per bucket, allocated once at first use and
+//!   kept). Packing a bucket is a device-to-device copy of its tensors on the compute stream; the hook then has
+//!   the NCCL stream wait on an event of the compute stream, queues the in-place all-reduce there and returns at
+//!   once (the backward goes on queuing kernels). After the `During` work the compute stream waits on the NCCL
+//!   stream (an event, no host wait), and `unpack` scales each bucket with one kernel and copies it back device to
+//!   device. The blocking `all_reduce` (adversary gradients, running statistics) takes the same device path.
+//!   Nothing of the gradients crosses the bus and nothing synchronises the host; the sums equal the host path's
+//!   bit for bit (same bucket contents, same reduction, the same f32 scaling). The gradients stay buffers of their
+//!   own rather than views into the bucket: `Params` owns one backend buffer per tensor, and two device copies of
+//!   the gradient bytes per step cost microseconds on a GPU, so the simpler layout wins. The host buckets are
+//!   unused on that path.
+use crate::backend::cuda::{CudaBackend, DevBuf};
 use crate::backend::Backend;
-use crate::dist::comm::{BucketStart, Comm, HostBucket, Stage};
+use crate::dist::comm::{claim, BucketStart, Comm, HostBucket, Stage};
+use crate::dist::nccl::Nccl;
 use crate::error::{MfdError, Result};
 use crate::model::grad_ready::GradReady;
 use crate::model::params::{Group, ParamTable, Params};
@@ -33,8 +48,19 @@ pub struct Buckets {
     /// Tensor indices of each bucket, in packing order.
     pub tensors: Vec<Vec<usize>>,
     host: Vec<HostBucket>,
+    /// Device buckets (CUDA backend + NCCL), same lengths as `host`; allocated at their first use.
+    dev: Vec<DevBuf<f32>>,
+    /// Where the last sums are, so `unpack` reads them from there.
+    held: Held,
     /// Seconds the last `sum_overlapped` spent inside the ready hook (packing, starting, MPI progress).
     hook_secs: f64,
+}
+
+/// Which buckets hold the latest packed values or sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Host,
+    Device,
 }
 
 /// The two calls of `Buckets::sum_overlapped`'s work: the backward that produces the gradients (pass the hook to
@@ -64,7 +90,7 @@ impl Buckets {
             }
         }
         let host = sizes.iter().map(|&n| HostBucket { data: vec![0.0; n], scratch: vec![0.0; n] }).collect();
-        Buckets { group, field, tensors, host, hook_secs: 0.0 }
+        Buckets { group, field, tensors, host, dev: Vec::new(), held: Held::Host, hook_secs: 0.0 }
     }
 
     /// Elements (f32) all-reduced per call.
@@ -78,14 +104,19 @@ impl Buckets {
 
     /// Copy the group's buffers into the host buckets.
     pub fn pack<B: Backend>(&mut self, be: &B, params: &Params<B>) -> Result<()> {
+        self.held = Held::Host;
         for (ts, hb) in self.tensors.iter().zip(self.host.iter_mut()) {
             pack_into(be, params, self.field, ts, &mut hb.data)?;
         }
         Ok(())
     }
 
-    /// Write `scale` times the buckets back into the group's buffers.
+    /// Write `scale` times the buckets (those of the last `pack` or sum: host or device) back into the group's
+    /// buffers.
     pub fn unpack<B: Backend>(&mut self, be: &B, params: &mut Params<B>, scale: f32) -> Result<()> {
+        if self.held == Held::Device {
+            return self.unpack_device(be, params, scale);
+        }
         for (ts, hb) in self.tensors.iter().zip(self.host.iter_mut()) {
             if scale != 1.0 {
                 hb.data.iter_mut().for_each(|x| *x *= scale);
@@ -120,18 +151,24 @@ impl Buckets {
     /// packed and its all-reduce started as soon as all of its tensors are announced); then `work(Phase::During)`
     /// runs while the all-reduces are in flight; then all are waited for. The host buckets hold the sums
     /// afterwards: the caller `unpack`s them (it owns the parameters). A tensor never announced is an error.
+    /// With the CUDA backend and the NCCL communicator the buckets are device buffers (`sum_overlapped_device`).
     pub fn sum_overlapped<B: Backend>(
         &mut self,
+        be: &B,
         comm: &dyn Comm,
         work: &mut dyn FnMut(Phase<'_, B>) -> Result<()>,
     ) -> Result<()> {
+        if let (Some(cuda), Some(nccl)) = (be.as_cuda(), comm.nccl()) {
+            return self.sum_overlapped_device(cuda, nccl, work);
+        }
+        self.held = Held::Host;
         let Buckets { field, tensors, host, hook_secs, .. } = self;
         *hook_secs = 0.0;
         // Tensors the backward never announced (only filled in when the backward itself succeeded).
         let mut unannounced: Vec<usize> = Vec::new();
         let res = comm.sum_buckets_overlapped(host, &mut |stage| match stage {
             Stage::Produce(start) => {
-                let mut hook = ReadyHook::new(tensors, *field, start);
+                let mut hook = ReadyHook::new(tensors, *field, Starter::Host(start));
                 let r = work(Phase::Backward(&mut hook));
                 *hook_secs = hook.secs;
                 if r.is_ok() {
@@ -149,6 +186,67 @@ impl Buckets {
         res
     }
 
+    /// `sum_overlapped` on device buckets (see the module doc): the hook packs each completed bucket on the compute
+    /// stream and queues its NCCL all-reduce behind an event; `During` is queued on the compute stream while they
+    /// run; then the compute stream waits for the NCCL stream. No host synchronisation.
+    fn sum_overlapped_device<B: Backend>(
+        &mut self,
+        cuda: &CudaBackend,
+        nccl: &Nccl,
+        work: &mut dyn FnMut(Phase<'_, B>) -> Result<()>,
+    ) -> Result<()> {
+        self.ensure_device(cuda)?;
+        self.held = Held::Device;
+        let Buckets { field, tensors, dev, hook_secs, .. } = self;
+        *hook_secs = 0.0;
+        let mut start = DeviceStart { cuda, nccl, dev, started: vec![false; tensors.len()] };
+        let mut hook = ReadyHook::new(tensors, *field, Starter::Device(&mut start));
+        let backward = work(Phase::Backward(&mut hook));
+        *hook_secs = hook.secs;
+        let unannounced = hook.unannounced();
+        let during = match backward {
+            Ok(()) if unannounced.is_empty() => work(Phase::During),
+            Ok(()) => Err(MfdError::other(format!(
+                "the backward never announced the gradients of tensors {unannounced:?}, so their buckets were not reduced"
+            ))),
+            Err(e) => Err(e),
+        };
+        // The sums are ready for the compute stream's next work (the caller's `unpack`) once it has waited.
+        let joined = nccl.join_compute(cuda.stream());
+        during.and(joined)
+    }
+
+    /// The device buckets, allocated at their first use (from the driver: `zeros_kept`).
+    fn ensure_device(&mut self, cuda: &CudaBackend) -> Result<()> {
+        if self.dev.len() != self.host.len() {
+            self.dev = self.host.iter().map(|h| cuda.zeros_kept::<f32>(h.data.len())).collect::<Result<_>>()?;
+        }
+        Ok(())
+    }
+
+    /// `unpack` from the device buckets: scale each bucket in place (one kernel), then copy its slices back into
+    /// the tensors, device to device, on the compute stream (which has waited for the sums).
+    fn unpack_device<B: Backend>(&mut self, be: &B, params: &mut Params<B>, scale: f32) -> Result<()> {
+        let cuda = be.as_cuda().ok_or_else(|| MfdError::other("device gradient buckets need the CUDA backend"))?;
+        for (ts, db) in self.tensors.iter().zip(self.dev.iter_mut()) {
+            if scale != 1.0 {
+                cuda.k_scale(scale, db)?;
+            }
+            let mut off = 0;
+            for &i in ts {
+                let dst = match self.field {
+                    Field::Grads => &mut params.grads[i],
+                    Field::Values => &mut params.values[i],
+                };
+                let dst = be.cuda_buf_mut(dst).ok_or_else(|| MfdError::other("a non-CUDA buffer in a CUDA run"))?;
+                let n = dst.len();
+                cuda.copy_range(db, off, dst, 0, n)?;
+                off += n;
+            }
+        }
+        Ok(())
+    }
+
     /// Blocking all-reduce: pack, sum over ranks, unpack times `scale`. A no-op on one rank.
     pub fn all_reduce<B: Backend>(
         &mut self,
@@ -160,27 +258,75 @@ impl Buckets {
         if comm.size() == 1 {
             return Ok(());
         }
+        if let (Some(cuda), Some(nccl)) = (be.as_cuda(), comm.nccl()) {
+            // Device buckets: pack and start each (device copies, then NCCL on its stream), join, unpack.
+            self.ensure_device(cuda)?;
+            self.held = Held::Device;
+            let mut start = DeviceStart { cuda, nccl, dev: &mut self.dev, started: vec![false; self.tensors.len()] };
+            for (k, ts) in self.tensors.iter().enumerate() {
+                start.start(be, params, self.field, ts, k)?;
+            }
+            nccl.join_compute(cuda.stream())?;
+            return self.unpack_device(be, params, scale);
+        }
         self.pack(be, params)?;
         comm.sum_buckets(&mut self.host, &mut || Ok(()))?;
         self.unpack(be, params, scale)
     }
 }
 
+/// What starts a completed bucket: the communicator's host-bucket starter, or the device buckets with NCCL.
+enum Starter<'b, 'c> {
+    Host(&'b mut dyn BucketStart),
+    Device(&'b mut DeviceStart<'c>),
+}
+
+/// Starts device buckets: packs a bucket's tensors into its device buffer (device copies on the compute stream),
+/// then queues its in-place NCCL all-reduce behind an event of the compute stream.
+struct DeviceStart<'c> {
+    cuda: &'c CudaBackend,
+    nccl: &'c Nccl,
+    /// One buffer per bucket, the bucket's tensors one after the other.
+    dev: &'c mut [DevBuf<f32>],
+    started: Vec<bool>,
+}
+
+impl DeviceStart<'_> {
+    fn start<B: Backend>(&mut self, be: &B, p: &Params<B>, field: Field, ts: &[usize], k: usize) -> Result<()> {
+        claim(&mut self.started, k)?;
+        let db = &mut self.dev[k];
+        let mut off = 0;
+        for &i in ts {
+            let src = match field {
+                Field::Grads => &p.grads[i],
+                Field::Values => &p.values[i],
+            };
+            let src = be.cuda_buf(src).ok_or_else(|| MfdError::other("a non-CUDA buffer in a CUDA run"))?;
+            self.cuda.copy_range(src, 0, db, off, src.len())?;
+            off += src.len();
+        }
+        if db.is_empty() {
+            return Ok(());
+        }
+        self.nccl.start_sum_after(self.cuda.stream(), &mut db.view_mut())
+    }
+}
+
 /// The `GradReady` hook of `Buckets::sum_overlapped`: counts each bucket's ready tensors and starts the bucket
 /// when the count reaches its size.
-struct ReadyHook<'a, 'b> {
+struct ReadyHook<'a, 'b, 'c> {
     tensors: &'a [Vec<usize>],
     field: Field,
     /// bucket[i]: the bucket of tensor i (None: another group).
     bucket: Vec<Option<usize>>,
     /// Tensors of each bucket not announced yet.
     missing: Vec<usize>,
-    start: &'b mut dyn BucketStart,
+    start: Starter<'b, 'c>,
     secs: f64,
 }
 
-impl<'a, 'b> ReadyHook<'a, 'b> {
-    fn new(tensors: &'a [Vec<usize>], field: Field, start: &'b mut dyn BucketStart) -> Self {
+impl<'a, 'b, 'c> ReadyHook<'a, 'b, 'c> {
+    fn new(tensors: &'a [Vec<usize>], field: Field, start: Starter<'b, 'c>) -> Self {
         let n = tensors.iter().flatten().max().map_or(0, |&m| m + 1);
         let mut bucket = vec![None; n];
         for (k, ts) in tensors.iter().enumerate() {
@@ -199,7 +345,7 @@ impl<'a, 'b> ReadyHook<'a, 'b> {
     }
 }
 
-impl<B: Backend> GradReady<B> for ReadyHook<'_, '_> {
+impl<B: Backend> GradReady<B> for ReadyHook<'_, '_, '_> {
     fn ready(&mut self, be: &B, p: &Params<B>, i: usize) -> Result<()> {
         let Some(k) = self.bucket.get(i).copied().flatten() else { return Ok(()) };
         let t0 = Instant::now();
@@ -207,12 +353,15 @@ impl<B: Backend> GradReady<B> for ReadyHook<'_, '_> {
             return Err(MfdError::other(format!("gradient of tensor {i} announced twice")));
         }
         self.missing[k] -= 1;
-        let r = if self.missing[k] == 0 {
-            let (ts, field) = (&self.tensors[k], self.field);
-            self.start.start(k, &mut |data| pack_into(be, p, field, ts, data))
-        } else {
-            self.start.progress();
-            Ok(())
+        let (ts, field) = (&self.tensors[k], self.field);
+        let r = match (&mut self.start, self.missing[k] == 0) {
+            (Starter::Host(start), true) => start.start(k, &mut |data| pack_into(be, p, field, ts, data)),
+            (Starter::Host(start), false) => {
+                start.progress();
+                Ok(())
+            }
+            (Starter::Device(start), true) => start.start(be, p, field, ts, k),
+            (Starter::Device(_), false) => Ok(()),
         };
         self.secs += t0.elapsed().as_secs_f64();
         r
@@ -349,7 +498,7 @@ mod tests {
                 let mut start =
                     RecordStart { lens: bk.host.iter().map(|h| h.data.len()).collect(), ..Default::default() };
                 m.params.zero_grads(&be, Group::Model).unwrap();
-                let mut hook = ReadyHook::new(&bk.tensors, Field::Grads, &mut start);
+                let mut hook = ReadyHook::new(&bk.tensors, Field::Grads, Starter::Host(&mut start));
                 m.model_loss_backward_hooked(&be, &tokens, &labels, B, 0.5, true, &mut NoReduce, &mut hook).unwrap();
                 assert!(hook.unannounced().is_empty());
                 assert_eq!(start.order, (0..bk.tensors.len()).collect::<Vec<_>>(), "cap {floats} floats");
@@ -376,7 +525,7 @@ mod tests {
             }
             Ok(())
         };
-        bk.sum_overlapped(&Single, &mut work).unwrap();
+        bk.sum_overlapped(&be, &Single, &mut work).unwrap();
         assert_eq!(m.params.grads_to_host(&be).unwrap(), g_plain);
         // One rank: the buckets hold the gradients themselves; unpacking them changes nothing.
         bk.unpack(&be, &mut m.params, 1.0).unwrap();
@@ -399,7 +548,7 @@ mod tests {
                 Phase::During => Ok(()),
             }
         };
-        let err = bk.sum_overlapped(&Single, &mut work).unwrap_err().to_string();
+        let err = bk.sum_overlapped(&be, &Single, &mut work).unwrap_err().to_string();
         assert!(err.contains("[0]"), "{err}");
     }
 }

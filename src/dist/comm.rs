@@ -6,9 +6,11 @@
 //!   every rank because every rank runs the same program).
 //! - Gradients travel in host buckets (`HostBucket`); `sum_buckets` starts the all-reduce of every bucket, runs
 //!   `during` (work that does not touch those gradients, e.g. the adversary step), then waits. A device-buffer
-//!   communicator (`nccl::Nccl`) implements this trait over a host communicator for control and statistics
-//!   (rank, abort, `sum_f64`, `gather_bytes`), stages host buckets through the device in `sum_buckets`, and offers
-//!   `sum_device_buckets` to reduce the same bucket plan (`buckets::Buckets::tensors`) in device memory.
+//!   communicator (`nccl::Nccl`) implements this trait over a host communicator for control and small host sums
+//!   (rank, abort, `sum_f64`, `gather_bytes`) and says so through `Comm::nccl`: with the CUDA backend, the
+//!   trainer's gradient buckets (`buckets::Buckets`) and the batch statistics (`StatsReduce::sum_device`) are then
+//!   summed by NCCL in device memory, ordered by events, with no host copy or synchronisation (issue 19 item 4).
+//!   MPI (and NCCL with host buckets, `sum_buckets`) keep the host path.
 //! - `sum_buckets_overlapped` starts each bucket as soon as the caller has filled it (the model's backward
 //!   announces final gradients through `model::grad_ready::GradReady`); its default reduces the filled buckets
 //!   with `sum_buckets` afterwards, `Mpi` overrides it with one MPI_Iallreduce per bucket started on the spot.
@@ -73,6 +75,11 @@ pub trait Comm {
     /// The sub-communicator of the ranks that pass the same `color` (MPI_Comm_split, ranks ordered as in this
     /// communicator): a sweep runs one data-parallel group per point. Collective: every rank calls it.
     fn split(&self, color: usize) -> Result<Box<dyn Comm>>;
+    /// The NCCL communicator, when this is one: with the CUDA backend, gradient buckets and statistics are then
+    /// summed in device memory (`buckets::Buckets`, `StatsReduce::sum_device`) rather than through the host.
+    fn nccl(&self) -> Option<&crate::dist::nccl::Nccl> {
+        None
+    }
 }
 
 /// The two calls of `Comm::sum_buckets_overlapped`'s work: first produce and start the buckets, then the work
@@ -149,14 +156,20 @@ impl crate::backend::Reduce for StatsReduce<'_> {
         be: &crate::backend::cuda::CudaBackend,
         v: &mut crate::backend::cuda::DevBuf<f64>,
     ) -> Result<()> {
-        // Several ranks: through the host (MPI, or the NCCL communicator's host control channel); one: nothing.
-        match self.comm {
-            Some(c) => {
+        // Several ranks: NCCL sums in device memory, ordered after the kernels that wrote `v` and before those that
+        // read it by events (no host synchronisation); MPI goes through the host; one rank: nothing.
+        let Some(c) = self.comm else { return Ok(()) };
+        match c.nccl() {
+            Some(_) if v.is_empty() => Ok(()),
+            Some(nccl) => {
+                nccl.start_sum_after(be.stream(), &mut v.view_mut())?;
+                nccl.join_compute(be.stream())
+            }
+            None => {
                 let mut host = be.host_vec(v)?;
                 c.sum_f64(&mut host)?;
                 be.put(v, &host)
             }
-            None => Ok(()),
         }
     }
 }

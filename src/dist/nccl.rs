@@ -1,6 +1,6 @@
-//! `Nccl`: the device-buffer communicator (architecture.md section 6): NCCL all-reduces of f32 device buffers on a
-//! communication stream of its own, beside a host communicator (`Single` or `Mpi`) that keeps rank, world size,
-//! local rank, small statistics, barriers, gathers and abort.
+//! `Nccl`: the device-buffer communicator (architecture.md section 6): NCCL all-reduces of device buffers (f32
+//! gradient buckets, f64 batch statistics) on a communication stream of its own, beside a host communicator
+//! (`Single` or `Mpi`) that keeps rank, world size, local rank, small host sums, barriers, gathers and abort.
 //!
 //! Key decisions:
 //! - cudarc's `nccl` module with dynamic loading (Cargo.toml): the crate builds and runs without CUDA or NCCL;
@@ -10,19 +10,24 @@
 //! - The NCCL unique id (128 bytes) is made by rank 0 and broadcast over the host communicator as 128 exact f64s.
 //! - One GPU per rank: device `local_rank % device count` (local rank from MPI's shared-memory split). NCCL rejects
 //!   two ranks on one GPU, so a single-GPU machine runs NCCL with one rank only.
-//! - Overlap (`sum_device_buckets`): the communication stream first waits on an event of the compute stream (the
-//!   gradients are written), all-reduces every bucket, and the compute stream waits on an event of the
-//!   communication stream before the optimiser reads them; the caller's `during` work (e.g. the adversary step)
-//!   is queued on the compute stream in between, so it runs while the all-reduces are in flight.
-//! - `Comm::sum_buckets` (host buckets, the trainer's generic path) stages the buckets through device buffers kept
-//!   between calls; the trainer's CUDA backend can hand its gradient buffers to `sum_device_buckets` directly once
-//!   the backend exposes them (not done yet: `backend/cuda` keeps `DevBuf` private).
+//! - Device sums in the trainer (issue 19 item 4): with the CUDA backend, `dist::buckets` packs each gradient
+//!   bucket into a device buffer of the backend and calls `start_sum_after` as soon as the backward has finished
+//!   the bucket: an event recorded on the backend's (compute) stream makes the communication stream wait for the
+//!   packing copies, then the in-place f32 all-reduce is queued there; `join_compute` makes the compute stream wait
+//!   for everything queued on the communication stream (an event again). The batch statistics' f64 sums
+//!   (`StatsReduce::sum_device`) take the same two calls. The events are two, made once and re-recorded (a wait
+//!   takes the event's state when it is queued). No host synchronisation on this path. All sums share the one
+//!   communication stream, so a statistics sum queued during the backward waits for the gradient buckets queued
+//!   before it: correct (every rank queues the same order), at the cost of some overlap.
+//! - `sum_device_buckets` (a list of device buckets around a `during` closure, in one NCCL group) and
+//!   `Comm::sum_buckets` (host buckets staged through device buffers kept between calls: the host-bucket API of
+//!   the trait, used where no CUDA backend buffers exist) remain for direct use and the tests.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
-use cudarc::nccl::{Comm as NcclComm, Id, ReduceOp};
+use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, CudaViewMut};
+use cudarc::nccl::{Comm as NcclComm, Id, NcclType, ReduceOp};
 
 use crate::dist::comm::{Comm, HostBucket};
 use crate::error::{MfdError, Result};
@@ -61,6 +66,11 @@ pub struct Nccl {
     /// Free sets of device staging buffers for `sum_buckets`, reused by bucket sizes. A set is taken out while in
     /// use: `sum_buckets` nests (its `during` finishes the backward, which sums the next buckets).
     staging: RefCell<Vec<Vec<CudaSlice<f32>>>>,
+    /// Recorded on the compute stream before an all-reduce (its data is written); the communication stream waits
+    /// on it. Reused: a wait takes the event's state at the time of the call, so re-recording it later is safe.
+    written: CudaEvent,
+    /// Recorded on the communication stream after the all-reduces; the compute stream waits on it (`join_compute`).
+    reduced: CudaEvent,
     stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
     control: Box<dyn Comm>,
@@ -111,7 +121,9 @@ impl Nccl {
         let id = Id::uninit(raw);
         let comm = NcclComm::from_rank(stream.clone(), control.rank(), control.size(), id)
             .map_err(|e| nccl_err("ncclCommInitRank", e))?;
-        Ok(Nccl { comm, staging: RefCell::new(Vec::new()), stream, ctx, control })
+        let written = ctx.new_event(None).map_err(|e| cuda_err("event", e))?;
+        let reduced = ctx.new_event(None).map_err(|e| cuda_err("event", e))?;
+        Ok(Nccl { comm, staging: RefCell::new(Vec::new()), written, reduced, stream, ctx, control })
     }
 
     /// The GPU this rank's communicator runs on.
@@ -128,6 +140,23 @@ impl Nccl {
     /// earlier writes to `buf` and later uses after it.
     pub fn all_reduce_sum(&self, buf: &mut CudaSlice<f32>) -> Result<()> {
         self.comm.all_reduce_in_place(buf, &ReduceOp::Sum).map(|_| ()).map_err(|e| nccl_err("all_reduce", e))
+    }
+
+    /// Queue the in-place sum over ranks of `buf`, a buffer written by work queued on `compute` (another stream of
+    /// this GPU, e.g. the CUDA backend's): an event recorded on `compute` now makes the communication stream wait
+    /// for those writes, then the all-reduce is queued there. Returns at once (no host synchronisation); `compute`
+    /// must not read or write `buf` again before `join_compute`. f32 gradient buckets, f64 statistics. Every rank
+    /// queues the same sums in the same order.
+    pub fn start_sum_after<T: NcclType>(&self, compute: &CudaStream, buf: &mut CudaViewMut<'_, T>) -> Result<()> {
+        self.written.record(compute).map_err(|e| cuda_err("event record (data written)", e))?;
+        self.stream.wait(&self.written).map_err(|e| cuda_err("stream wait (data written)", e))?;
+        self.comm.all_reduce_in_place(buf, &ReduceOp::Sum).map(|_| ()).map_err(|e| nccl_err("all_reduce", e))
+    }
+
+    /// Make `compute` wait (on the device, not the host) for every sum queued so far on the communication stream.
+    pub fn join_compute(&self, compute: &CudaStream) -> Result<()> {
+        self.reduced.record(&self.stream).map_err(|e| cuda_err("event record (sums done)", e))?;
+        compute.wait(&self.reduced).map_err(|e| cuda_err("stream wait (sums done)", e))
     }
 
     /// Sum every bucket over ranks, overlapped with `during` (see the module doc): `compute` is the stream that wrote
@@ -222,5 +251,8 @@ impl Comm for Nccl {
     /// A sweep group's NCCL communicator: the host communicator is split, then a new NCCL id is made per group.
     fn split(&self, color: usize) -> Result<Box<dyn Comm>> {
         Ok(Box::new(Nccl::new(self.control.split(color)?)?))
+    }
+    fn nccl(&self) -> Option<&Nccl> {
+        Some(self)
     }
 }

@@ -102,7 +102,7 @@ impl<B: Backend> Training<'_, B> {
         let t_sync = Instant::now();
         let mut hook_secs = 0.0;
         if model_step && self.world > 1 {
-            self.model_buckets.sum_overlapped(comm, &mut step_work)?;
+            self.model_buckets.sum_overlapped(be, comm, &mut step_work)?;
             self.model_buckets.unpack(be, &mut self.model.params, model_scale)?;
             hook_secs = self.model_buckets.hook_seconds();
         } else {

@@ -30,6 +30,16 @@ impl Backend for CudaBackend {
         p
     }
 
+    fn as_cuda(&self) -> Option<&CudaBackend> {
+        Some(self)
+    }
+    fn cuda_buf<'a>(&self, buf: &'a F) -> Option<&'a F> {
+        Some(buf)
+    }
+    fn cuda_buf_mut<'a>(&self, buf: &'a mut F) -> Option<&'a mut F> {
+        Some(buf)
+    }
+
     fn alloc(&self, len: usize) -> Result<F> {
         self.zeros(len)
     }

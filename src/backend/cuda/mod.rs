@@ -8,8 +8,8 @@
 //! - One stream per backend; every launcher checks buffer lengths against the op's shape before launching, so a
 //!   kernel never reads past a buffer. Host-visible results (losses, statistics) synchronise through the copy.
 //! - Batch statistics (batch norm, Pearson penalty, R2) are computed as f64 per-channel partial sums on the GPU,
-//!   summed across ranks in device memory through `Reduce::sum_device` (nothing on one rank; several ranks go
-//!   through the host communicator), and turned into per-channel scalars on the device by small kernels with the
+//!   summed across ranks through `Reduce::sum_device` (nothing on one rank; in device memory by NCCL with
+//!   `dist.comm = "nccl"`, through the host over MPI), and turned into per-channel scalars on the device by small kernels with the
 //!   CPU twin's f64 formulas (issue 19 item 2).
 //! - Caching allocator: a dropped `DevBuf` returns its allocation to the backend's pool (by type and length) and
 //!   `zeros` reuses it, so a training step allocates nothing after the first.
@@ -34,7 +34,9 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, LaunchArgs, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, CudaViewMut, DeviceRepr, LaunchArgs, PushKernelArg, ValidAsZeroBits,
+};
 
 pub use device::{choose_backend, gpu_available, probe, BackendChoice};
 pub use genome::GpuGenome;
@@ -109,6 +111,11 @@ impl<T: 'static> DevBuf<T> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The `len` elements as a view, for the NCCL communicator (`dist::nccl`: in-place all-reduces of gradient
+    /// buckets and statistics).
+    pub(crate) fn view_mut(&mut self) -> CudaViewMut<'_, T> {
+        self.data.slice_mut(0..self.len)
+    }
 }
 
 /// The CUDA backend on one device: context, its stream and the loaded kernels.
@@ -141,6 +148,12 @@ impl CudaBackend {
         format!("{name} (sm {cc}, device {})", self.ctx.ordinal())
     }
 
+    /// The stream every op of this backend is queued on (the compute stream the NCCL communicator orders its
+    /// stream against with events).
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// Wait for every queued kernel and copy (for timings).
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(|e| cuda_err("synchronize", e))
@@ -163,6 +176,14 @@ impl CudaBackend {
             // The key holds the type id, so a pooled allocation always downcasts; otherwise allocate afresh.
             Some(Err(_)) | None => self.stream.alloc_zeros::<T>(n).map_err(|e| cuda_err("alloc", e))?,
         };
+        Ok(DevBuf { data: Pooled { slice: ManuallyDrop::new(slice), pool: self.pool.clone() }, len })
+    }
+
+    /// A zero-filled buffer from the driver, never from the pool: for buffers kept for the rest of the run but
+    /// made in the middle of a step (the device gradient buckets, `dist::buckets`). Taken from the pool, such a
+    /// buffer would hold an allocation the step freed and needs again, and the next step would allocate it anew.
+    pub(crate) fn zeros_kept<T: DeviceRepr + 'static + ValidAsZeroBits>(&self, len: usize) -> Result<DevBuf<T>> {
+        let slice = self.stream.alloc_zeros::<T>(len.max(1)).map_err(|e| cuda_err("alloc", e))?;
         Ok(DevBuf { data: Pooled { slice: ManuallyDrop::new(slice), pool: self.pool.clone() }, len })
     }
 

@@ -75,6 +75,23 @@ impl CudaBackend {
         self.stream.memcpy_dtod(&view, &mut dview).map_err(|e| super::device::cuda_err("memcpy_dtod", e))
     }
 
+    /// dst[dst_off..dst_off + n] = src[src_off..src_off + n], device to device on the stream: gradient buckets
+    /// packed and unpacked in device memory (`dist::buckets` with the NCCL communicator).
+    pub(crate) fn copy_range(&self, src: &F, src_off: usize, dst: &mut F, dst_off: usize, n: usize) -> Result<()> {
+        if src_off + n > src.len || dst_off + n > dst.len {
+            return Err(MfdError::Shape {
+                op: "copy_range",
+                msg: format!("{n} elements from offset {src_off} of {} into offset {dst_off} of {}", src.len, dst.len),
+            });
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let view = src.data.slice(src_off..src_off + n);
+        let mut dview = dst.data.slice_mut(dst_off..dst_off + n);
+        self.stream.memcpy_dtod(&view, &mut dview).map_err(|e| super::device::cuda_err("memcpy_dtod", e))
+    }
+
     pub(crate) fn k_channel_copy(&self, s: ChannelCopy, src: &F, dst: &mut F, accumulate: bool) -> Result<()> {
         s.validate()?;
         check("channel_copy", "src", src.len, s.src_len())?;
