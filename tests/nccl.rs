@@ -97,14 +97,18 @@ fn all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several() {
     }
 
     // The trainer's device path: f64 (statistics) and f32 (a gradient bucket) written on the compute stream, summed
-    // in place on the communication stream behind an event, then joined back into the compute stream.
+    // in place on the communication stream behind an event, then joined back into the compute stream; a statistics
+    // sum on the statistics' own communicator (`sum_stats`) while the bucket is in flight.
     let mut stats = compute.clone_htod(&(0..37).map(|i| f64::from(value(rank, i))).collect::<Vec<_>>()).unwrap();
+    let mut bn = compute.clone_htod(&(0..11).map(|i| f64::from(value(rank, i))).collect::<Vec<_>>()).unwrap();
     let mut grads = compute.clone_htod(&(0..300).map(|i| value(rank, i)).collect::<Vec<_>>()).unwrap();
     nccl.start_sum_after(&compute, &mut stats.slice_mut(0..37)).unwrap();
     nccl.start_sum_after(&compute, &mut grads.slice_mut(0..300)).unwrap();
+    nccl.sum_stats(&compute, &mut bn.slice_mut(0..11)).unwrap();
     nccl.join_compute(&compute).unwrap();
     let want64: Vec<f64> = (0..37).map(|i| f64::from(expected(world, i))).collect();
     assert_eq!(compute.clone_dtoh(&stats).unwrap(), want64, "rank {rank}: f64 statistics");
+    assert_eq!(compute.clone_dtoh(&bn).unwrap(), want64[..11], "rank {rank}: f64 statistics (sum_stats)");
     let want32: Vec<f32> = (0..300).map(|i| expected(world, i)).collect();
     assert_eq!(compute.clone_dtoh(&grads).unwrap(), want32, "rank {rank}: f32 bucket");
 

@@ -161,10 +161,7 @@ impl crate::backend::Reduce for StatsReduce<'_> {
         let Some(c) = self.comm else { return Ok(()) };
         match c.nccl() {
             Some(_) if v.is_empty() => Ok(()),
-            Some(nccl) => {
-                nccl.start_sum_after(be.stream(), &mut v.view_mut())?;
-                nccl.join_compute(be.stream())
-            }
+            Some(nccl) => nccl.sum_stats(be.stream(), &mut v.view_mut()),
             None => {
                 let mut host = be.host_vec(v)?;
                 c.sum_f64(&mut host)?;

@@ -14,11 +14,12 @@
 //!   bucket into a device buffer of the backend and calls `start_sum_after` as soon as the backward has finished
 //!   the bucket: an event recorded on the backend's (compute) stream makes the communication stream wait for the
 //!   packing copies, then the in-place f32 all-reduce is queued there; `join_compute` makes the compute stream wait
-//!   for everything queued on the communication stream (an event again). The batch statistics' f64 sums
-//!   (`StatsReduce::sum_device`) take the same two calls. The events are two, made once and re-recorded (a wait
-//!   takes the event's state when it is queued). No host synchronisation on this path. All sums share the one
-//!   communication stream, so a statistics sum queued during the backward waits for the gradient buckets queued
-//!   before it: correct (every rank queues the same order), at the cost of some overlap.
+//!   for everything queued on the communication stream (an event again). The events are made once and
+//!   re-recorded (a wait takes the event's state when it is queued). No host synchronisation on this path.
+//! - The batch statistics' f64 sums (`StatsReduce::sum_device`, `sum_stats`) have a second communicator on a
+//!   stream of their own: the backward needs each BatchNorm's global sums before it can go on, and on the
+//!   gradients' stream such a sum would wait for every bucket queued before it, which would undo the overlap.
+//!   Two communicators are safe here because every rank issues the same operations in the same order.
 //! - `sum_device_buckets` (a list of device buckets around a `during` closure, in one NCCL group) and
 //!   `Comm::sum_buckets` (host buckets staged through device buffers kept between calls: the host-bucket API of
 //!   the trait, used where no CUDA backend buffers exist) remain for direct use and the tests.
@@ -61,8 +62,11 @@ fn cuda_err(op: &str, e: impl std::fmt::Debug) -> MfdError {
 }
 
 pub struct Nccl {
-    // Field order is drop order: the NCCL communicator before its stream's context.
+    // Field order is drop order: the NCCL communicators before their streams' context.
     comm: NcclComm,
+    /// The batch statistics' sums (`sum_stats`): a communicator and stream of their own, so that a statistic
+    /// needed inside the backward does not queue behind the gradient buckets already in flight on `stream`.
+    stats: StatsLane,
     /// Free sets of device staging buffers for `sum_buckets`, reused by bucket sizes. A set is taken out while in
     /// use: `sum_buckets` nests (its `during` finishes the backward, which sums the next buckets).
     staging: RefCell<Vec<Vec<CudaSlice<f32>>>>,
@@ -76,54 +80,75 @@ pub struct Nccl {
     control: Box<dyn Comm>,
 }
 
+/// The statistics' communicator, stream and the two events that order it with the compute stream.
+struct StatsLane {
+    comm: NcclComm,
+    written: CudaEvent,
+    reduced: CudaEvent,
+    stream: Arc<CudaStream>,
+}
+
+/// A fresh NCCL id made by rank 0 and broadcast over `control` (as 128 exact f64s, plus a flag saying rank 0
+/// made one), then this rank's communicator on `stream`. Collective over `control`.
+fn new_comm(control: &dyn Comm, stream: &Arc<CudaStream>) -> Result<NcclComm> {
+    // [0, 128): the id; [128]: 1 when rank 0 made one.
+    let mut id = [0f64; 129];
+    let mut made = Ok(());
+    if control.rank() == 0 {
+        match Id::new() {
+            Ok(fresh) => {
+                for (d, s) in id.iter_mut().zip(fresh.internal()) {
+                    *d = f64::from(*s);
+                }
+                id[128] = 1.0;
+            }
+            Err(e) => made = Err(nccl_err("ncclGetUniqueId", e)),
+        }
+    }
+    control.broadcast_f64(&mut id, 0)?;
+    made?;
+    if id[128] != 1.0 {
+        return Err(MfdError::other("NCCL: rank 0 could not make a unique id"));
+    }
+    let mut raw = [0 as core::ffi::c_char; 128];
+    for (d, s) in raw.iter_mut().zip(&id) {
+        *d = *s as core::ffi::c_char;
+    }
+    NcclComm::from_rank(stream.clone(), control.rank(), control.size(), Id::uninit(raw))
+        .map_err(|e| nccl_err("ncclCommInitRank", e))
+}
+
 impl Nccl {
     /// The NCCL communicator of the ranks of `control` (collective over `control`), on GPU
     /// `control.local_rank() % devices`. Errors (never panics) when NCCL cannot run here; then every rank fails
     /// the same way, except on a mixed cluster, where the caller's abort ends the job.
     pub fn new(control: Box<dyn Comm>) -> Result<Nccl> {
-        let local = (|| -> Result<(Arc<CudaContext>, Arc<CudaStream>)> {
+        // The context and the two streams (gradients, statistics).
+        let local = (|| -> Result<(Arc<CudaContext>, Arc<CudaStream>, Arc<CudaStream>)> {
             let devices =
                 probe().map_err(|why| MfdError::config("dist.comm", format!("'nccl' cannot run here: {why}")))?;
             let ctx = CudaContext::new(control.local_rank() % devices).map_err(|e| cuda_err("context", e))?;
             let stream = ctx.new_stream().map_err(|e| cuda_err("new_stream", e))?;
-            Ok((ctx, stream))
+            let stats_stream = ctx.new_stream().map_err(|e| cuda_err("new_stream", e))?;
+            Ok((ctx, stream, stats_stream))
         })();
         // Every rank learns whether all could start, so none waits in a collective for one that failed.
         let mut failed = [f64::from(u8::from(local.is_err()))];
         control.sum_f64(&mut failed)?;
-        let (ctx, stream) = local?;
+        let (ctx, stream, stats_stream) = local?;
         if failed[0] > 0.0 {
             return Err(MfdError::other(format!("NCCL could not start on {} of {} ranks", failed[0], control.size())));
         }
-        // [0, 128): the id; [128]: 1 when rank 0 made one.
-        let mut id = [0f64; 129];
-        let mut made = Ok(());
-        if control.rank() == 0 {
-            match Id::new() {
-                Ok(fresh) => {
-                    for (d, s) in id.iter_mut().zip(fresh.internal()) {
-                        *d = f64::from(*s);
-                    }
-                    id[128] = 1.0;
-                }
-                Err(e) => made = Err(nccl_err("ncclGetUniqueId", e)),
-            }
-        }
-        control.broadcast_f64(&mut id, 0)?;
-        made?;
-        if id[128] != 1.0 {
-            return Err(MfdError::other("NCCL: rank 0 could not make a unique id"));
-        }
-        let mut raw = [0 as core::ffi::c_char; 128];
-        for (d, s) in raw.iter_mut().zip(&id) {
-            *d = *s as core::ffi::c_char;
-        }
-        let id = Id::uninit(raw);
-        let comm = NcclComm::from_rank(stream.clone(), control.rank(), control.size(), id)
-            .map_err(|e| nccl_err("ncclCommInitRank", e))?;
-        let written = ctx.new_event(None).map_err(|e| cuda_err("event", e))?;
-        let reduced = ctx.new_event(None).map_err(|e| cuda_err("event", e))?;
-        Ok(Nccl { comm, staging: RefCell::new(Vec::new()), written, reduced, stream, ctx, control })
+        let comm = new_comm(control.as_ref(), &stream)?;
+        let event = || ctx.new_event(None).map_err(|e| cuda_err("event", e));
+        let stats = StatsLane {
+            comm: new_comm(control.as_ref(), &stats_stream)?,
+            written: event()?,
+            reduced: event()?,
+            stream: stats_stream,
+        };
+        let (written, reduced) = (event()?, event()?);
+        Ok(Nccl { comm, stats, staging: RefCell::new(Vec::new()), written, reduced, stream, ctx, control })
     }
 
     /// The GPU this rank's communicator runs on.
@@ -157,6 +182,18 @@ impl Nccl {
     pub fn join_compute(&self, compute: &CudaStream) -> Result<()> {
         self.reduced.record(&self.stream).map_err(|e| cuda_err("event record (sums done)", e))?;
         compute.wait(&self.reduced).map_err(|e| cuda_err("stream wait (sums done)", e))
+    }
+
+    /// Sum `buf` (f64 batch statistics written by work on `compute`) over ranks in place, on the statistics'
+    /// communicator and stream: ordered after the writes and before `compute`'s next work by events, with no host
+    /// synchronisation, and not behind the gradient buckets queued on the communication stream.
+    pub fn sum_stats(&self, compute: &CudaStream, buf: &mut CudaViewMut<'_, f64>) -> Result<()> {
+        let l = &self.stats;
+        l.written.record(compute).map_err(|e| cuda_err("event record (statistics written)", e))?;
+        l.stream.wait(&l.written).map_err(|e| cuda_err("stream wait (statistics written)", e))?;
+        l.comm.all_reduce_in_place(buf, &ReduceOp::Sum).map_err(|e| nccl_err("all_reduce (statistics)", e))?;
+        l.reduced.record(&l.stream).map_err(|e| cuda_err("event record (statistics summed)", e))?;
+        compute.wait(&l.reduced).map_err(|e| cuda_err("stream wait (statistics summed)", e))
     }
 
     /// Sum every bucket over ranks, overlapped with `during` (see the module doc): `compute` is the stream that wrote
