@@ -13,6 +13,7 @@
 //!   inner dimension is C_out K instead of C_out;
 //! - dW (C_out, C_in K) += dy_b (C_out, L) P_b^T (L, C_in K): w (C_out, C_in, K) is this row-major matrix, so the
 //!   output is contiguous (the per-tap dW_kk views had column stride K).
+//!
 //! For K = 1 the panels are the rows themselves and nothing is copied.
 //!
 //! Forward and dx are parallel over the batch (dx over blocks of rows, one panel buffer per block); dW over a fixed
