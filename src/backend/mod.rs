@@ -233,26 +233,6 @@ pub trait Backend: Send + Sync {
         y: &mut Self::Buf,
         red: &mut dyn Reduce,
     ) -> Result<()>;
-    /// `batch_norm_train_fwd` then `activation_fwd(Gelu, y, act)`: the pre-activation blocks' BN + GELU. A
-    /// backend may fuse the two (the CPU backend does: one pass writes y and act); both outputs are kept, y for
-    /// the GELU backward and act for the conv.
-    fn batch_norm_train_gelu_fwd(
-        &self,
-        s: BnShape,
-        x: &Self::Buf,
-        gamma: &Self::Buf,
-        beta: &Self::Buf,
-        running_mean: &mut Self::Buf,
-        running_var: &mut Self::Buf,
-        save_mean: &mut Self::Buf,
-        save_invstd: &mut Self::Buf,
-        y: &mut Self::Buf,
-        act: &mut Self::Buf,
-        red: &mut dyn Reduce,
-    ) -> Result<()> {
-        self.batch_norm_train_fwd(s, x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y, red)?;
-        self.activation_fwd(Activation::Gelu, y, act)
-    }
     /// Eval mode: normalise with the running statistics.
     fn batch_norm_eval_fwd(
         &self,

@@ -77,8 +77,7 @@ impl<B: Backend> ConvBlock<B> {
         let c = self.cache.as_mut().expect("cache was just ensured");
         let (gamma, beta, rmean, rvar) = bn_tensors(&mut p.values, self.bn);
         if train {
-            // BN + GELU in one call (fused on the CPU): normed (B, C_in, L) for the GELU backward, act for the conv.
-            be.batch_norm_train_gelu_fwd(
+            be.batch_norm_train_fwd(
                 bn_shape,
                 x,
                 gamma,
@@ -88,13 +87,12 @@ impl<B: Backend> ConvBlock<B> {
                 &mut c.save_mean,
                 &mut c.save_invstd,
                 &mut c.normed,
-                &mut c.act,
                 red,
             )?;
         } else {
             be.batch_norm_eval_fwd(bn_shape, x, gamma, beta, rmean, rvar, &mut c.normed)?;
-            be.activation_fwd(Activation::Gelu, &c.normed, &mut c.act)?;
         }
+        be.activation_fwd(Activation::Gelu, &c.normed, &mut c.act)?;
         be.conv1d_fwd(shape, &c.act, &p.values[self.w], out)?;
         if self.residual {
             be.axpy(1.0, x, out)?;

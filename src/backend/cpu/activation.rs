@@ -12,7 +12,7 @@ const CHUNK: usize = 1 << 14;
 const GELU_BETA: f64 = 0.797_884_560_802_865_4;
 const GELU_KAPPA: f64 = 0.044_715;
 
-pub(super) fn gelu<T: Real>(x: T) -> T {
+fn gelu<T: Real>(x: T) -> T {
     let (beta, kappa, half) = (T::from_f64(GELU_BETA), T::from_f64(GELU_KAPPA), T::from_f64(0.5));
     let inner = beta * (x + kappa * x * x * x);
     half * x * (T::ONE + inner.tanh_vec())

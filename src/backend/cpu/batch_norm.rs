@@ -5,7 +5,6 @@
 
 use rayon::prelude::*;
 
-use super::activation::gelu;
 use super::real::Real;
 use crate::backend::shapes::BnShape;
 use crate::backend::{Reduce, BN_EPS, BN_MOMENTUM};
@@ -64,41 +63,6 @@ pub fn bn_train_fwd<T: Real>(
     y: &mut [T],
     red: &mut dyn Reduce,
 ) -> Result<()> {
-    bn_train(s, x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y, None, red)
-}
-
-/// `bn_train_fwd` followed by GELU, fused: the normalising pass also writes act (B, C, L) = gelu(y), so y is not
-/// read back by a separate GELU pass. y and act are bit-identical to the two separate calls.
-pub fn bn_train_gelu_fwd<T: Real>(
-    s: BnShape,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &mut [T],
-    running_var: &mut [T],
-    save_mean: &mut [T],
-    save_invstd: &mut [T],
-    y: &mut [T],
-    act: &mut [T],
-    red: &mut dyn Reduce,
-) -> Result<()> {
-    bn_train(s, x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y, Some(act), red)
-}
-
-/// The training forward; `act`, when given, receives gelu(y).
-fn bn_train<T: Real>(
-    s: BnShape,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &mut [T],
-    running_var: &mut [T],
-    save_mean: &mut [T],
-    save_invstd: &mut [T],
-    y: &mut [T],
-    act: Option<&mut [T]>,
-    red: &mut dyn Reduce,
-) -> Result<()> {
     // Pass 1: sums and the sample count (last element), summed over ranks.
     let mut sums = channel_sums(s, x, |_, v| v.to_f64());
     sums.push((s.b * s.l) as f64);
@@ -124,47 +88,24 @@ fn bn_train<T: Real>(
         running_mean[c] = keep * running_mean[c] + mom * T::from_f64(mean[c]);
         running_var[c] = keep * running_var[c] + mom * T::from_f64(var_unbiased);
     }
-    normalise(s, x, gamma, beta, save_mean, save_invstd, y, act);
+    normalise(s, x, gamma, beta, save_mean, save_invstd, y);
     Ok(())
 }
 
-/// y = (x - mean) invstd gamma + beta (and act = gelu(y) when given), rows (b, c) in parallel.
-#[allow(clippy::too_many_arguments)]
-fn normalise<T: Real>(
-    s: BnShape,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    mean: &[T],
-    invstd: &[T],
-    y: &mut [T],
-    act: Option<&mut [T]>,
-) {
+/// y = (x - mean) invstd gamma + beta, rows (b, c) in parallel.
+fn normalise<T: Real>(s: BnShape, x: &[T], gamma: &[T], beta: &[T], mean: &[T], invstd: &[T], y: &mut [T]) {
     if s.l == 0 {
         return;
     }
-    // Centre first: x - mean is exact-ish when the mean is large against the spread, whereas folding the mean
-    // into the shift (x scale + (beta - mean scale)) cancels in f32 and adds round-off to the loss.
-    let coef = |row: usize| {
+    y.par_chunks_mut(s.l).enumerate().for_each(|(row, yrow)| {
         let c = row % s.c;
-        (mean[c], invstd[c] * gamma[c], beta[c])
-    };
-    match act {
-        None => y.par_chunks_mut(s.l).enumerate().for_each(|(row, yrow)| {
-            let (mu, scale, shift) = coef(row);
-            for (yv, &xv) in yrow.iter_mut().zip(&x[row * s.l..(row + 1) * s.l]) {
-                *yv = (xv - mu) * scale + shift;
-            }
-        }),
-        Some(act) => y.par_chunks_mut(s.l).zip(act.par_chunks_mut(s.l)).enumerate().for_each(|(row, (yrow, arow))| {
-            let (mu, scale, shift) = coef(row);
-            for ((yv, av), &xv) in yrow.iter_mut().zip(arow.iter_mut()).zip(&x[row * s.l..(row + 1) * s.l]) {
-                let v = (xv - mu) * scale + shift;
-                *yv = v;
-                *av = gelu(v);
-            }
-        }),
-    }
+        let (mu, scale, shift) = (mean[c], invstd[c] * gamma[c], beta[c]);
+        // Centre first: x - mean is exact-ish when the mean is large against the spread, whereas folding the
+        // mean into the shift (x scale + (beta - mean scale)) cancels in f32 and adds round-off to the loss.
+        for (yv, &xv) in yrow.iter_mut().zip(&x[row * s.l..(row + 1) * s.l]) {
+            *yv = (xv - mu) * scale + shift;
+        }
+    });
 }
 
 /// Eval forward with the running statistics.
@@ -178,7 +119,7 @@ pub fn bn_eval_fwd<T: Real>(
     y: &mut [T],
 ) {
     let invstd: Vec<T> = running_var.iter().map(|&v| T::from_f64(1.0 / (v.to_f64() + BN_EPS).sqrt())).collect();
-    normalise(s, x, gamma, beta, running_mean, &invstd, y, None);
+    normalise(s, x, gamma, beta, running_mean, &invstd, y);
 }
 
 /// Training backward: dx = gamma invstd / N (N dy - sum dy - xhat sum(dy xhat)) with the sums over the global
@@ -299,40 +240,5 @@ mod tests {
         let (mut rm, mut rv, mut sm, mut si, mut y) = ([0.0f32], [1.0f32], [0.0f32], [0.0f32], [0.0f32]);
         let r = bn_train_fwd(s, &[1.0], &[1.0], &[0.0], &mut rm, &mut rv, &mut sm, &mut si, &mut y, &mut NoReduce);
         assert!(r.is_err());
-    }
-
-    #[test]
-    fn fused_gelu_gives_the_bits_of_the_separate_passes() {
-        let mut rng = Rng::new(21);
-        let s = BnShape { b: 3, c: 4, l: 37 };
-        let x = to_f32(&rand_vec(&mut rng, s.x_len(), 3.0));
-        let gamma = to_f32(&rand_vec(&mut rng, s.c, 1.0));
-        let beta = to_f32(&rand_vec(&mut rng, s.c, 1.0));
-        let run = |fused: bool| {
-            let (mut rm, mut rv) = (vec![0.5f32; s.c], vec![2.0f32; s.c]);
-            let (mut sm, mut si) = (vec![0.0f32; s.c], vec![0.0f32; s.c]);
-            let (mut y, mut act) = (vec![0.0f32; s.x_len()], vec![0.0f32; s.x_len()]);
-            if fused {
-                bn_train_gelu_fwd(
-                    s,
-                    &x,
-                    &gamma,
-                    &beta,
-                    &mut rm,
-                    &mut rv,
-                    &mut sm,
-                    &mut si,
-                    &mut y,
-                    &mut act,
-                    &mut NoReduce,
-                )
-                .unwrap();
-            } else {
-                bn_train_fwd(s, &x, &gamma, &beta, &mut rm, &mut rv, &mut sm, &mut si, &mut y, &mut NoReduce).unwrap();
-                crate::backend::cpu::activation::activation_fwd(crate::backend::Activation::Gelu, &y, &mut act);
-            }
-            [rm, rv, sm, si, y, act].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
-        };
-        assert_eq!(run(true), run(false));
     }
 }

@@ -243,50 +243,6 @@ impl Backend for CpuBackend {
             batch_norm::bn_train_fwd(s, x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y, red)
         })
     }
-    fn batch_norm_train_gelu_fwd(
-        &self,
-        s: BnShape,
-        x: &Vec<f32>,
-        gamma: &Vec<f32>,
-        beta: &Vec<f32>,
-        running_mean: &mut Vec<f32>,
-        running_var: &mut Vec<f32>,
-        save_mean: &mut Vec<f32>,
-        save_invstd: &mut Vec<f32>,
-        y: &mut Vec<f32>,
-        act: &mut Vec<f32>,
-        red: &mut dyn Reduce,
-    ) -> Result<()> {
-        const OP: &str = "batch_norm_gelu";
-        check(OP, "x", x.len(), s.x_len())?;
-        check(OP, "y", y.len(), s.x_len())?;
-        check(OP, "act", act.len(), s.x_len())?;
-        for (name, len) in [
-            ("gamma", gamma.len()),
-            ("beta", beta.len()),
-            ("running_mean", running_mean.len()),
-            ("running_var", running_var.len()),
-            ("save_mean", save_mean.len()),
-            ("save_invstd", save_invstd.len()),
-        ] {
-            check(OP, name, len, s.c)?;
-        }
-        profile::timed("bn_train_gelu_fwd", || {
-            batch_norm::bn_train_gelu_fwd(
-                s,
-                x,
-                gamma,
-                beta,
-                running_mean,
-                running_var,
-                save_mean,
-                save_invstd,
-                y,
-                act,
-                red,
-            )
-        })
-    }
     fn batch_norm_eval_fwd(
         &self,
         s: BnShape,
