@@ -6,20 +6,32 @@ use rayon::prelude::*;
 use super::real::Real;
 use crate::backend::shapes::PoolShape;
 
-/// y (B, C, L/2), argmax (B, C, L/2) from x (B, C, L); rows (b, c) in parallel.
+/// Rows per parallel task: about `CHUNK` input elements each (one task per row cost more than the row's work).
+const CHUNK: usize = 1 << 14;
+
+fn rows_per_task(l: usize) -> usize {
+    (CHUNK / l.max(1)).max(1)
+}
+
+/// y (B, C, L/2), argmax (B, C, L/2) from x (B, C, L); blocks of rows (b, c) in parallel.
 pub fn max_pool_fwd<T: Real>(s: PoolShape, x: &[T], y: &mut [T], argmax: &mut [u8]) {
     let lo = s.l_out();
     if lo == 0 {
         return;
     }
-    y.par_chunks_mut(lo).zip(argmax.par_chunks_mut(lo)).enumerate().for_each(|(row, (yrow, arow))| {
-        let xrow = &x[row * s.l..(row + 1) * s.l];
-        for j in 0..lo {
-            let (a, b) = (xrow[2 * j], xrow[2 * j + 1]);
-            // torch keeps the running max unless the new value is larger or NaN.
-            let second = b > a || b.is_nan();
-            yrow[j] = if second { b } else { a };
-            arow[j] = second as u8;
+    let rows = rows_per_task(s.l);
+    y.par_chunks_mut(lo * rows).zip(argmax.par_chunks_mut(lo * rows)).enumerate().for_each(|(task, (yb, ab))| {
+        for (r, (yrow, arow)) in yb.chunks_exact_mut(lo).zip(ab.chunks_exact_mut(lo)).enumerate() {
+            let row = task * rows + r;
+            // Pairs by `chunks_exact` (no index bounds checks), so the loop vectorises.
+            let pairs = x[row * s.l..row * s.l + 2 * lo].chunks_exact(2);
+            for ((pair, yv), av) in pairs.zip(yrow.iter_mut()).zip(arow.iter_mut()) {
+                let (a, b) = (pair[0], pair[1]);
+                // torch keeps the running max unless the new value is larger or NaN.
+                let second = b > a || b.is_nan();
+                *yv = if second { b } else { a };
+                *av = second as u8;
+            }
         }
     });
 }
@@ -27,10 +39,17 @@ pub fn max_pool_fwd<T: Real>(s: PoolShape, x: &[T], y: &mut [T], argmax: &mut [u
 /// dx (B, C, L): dy at the remembered position, zero at the loser and at an odd trailing element.
 pub fn max_pool_bwd<T: Real>(s: PoolShape, dy: &[T], argmax: &[u8], dx: &mut [T]) {
     let lo = s.l_out();
-    dx.par_chunks_mut(s.l).enumerate().for_each(|(row, dxrow)| {
-        dxrow.fill(T::ZERO);
-        for j in 0..lo {
-            dxrow[2 * j + argmax[row * lo + j] as usize] = dy[row * lo + j];
+    let rows = rows_per_task(s.l);
+    dx.par_chunks_mut(s.l * rows).enumerate().for_each(|(task, dxb)| {
+        for (r, dxrow) in dxb.chunks_exact_mut(s.l).enumerate() {
+            let row = task * rows + r;
+            let (dyrow, arow) = (&dy[row * lo..(row + 1) * lo], &argmax[row * lo..(row + 1) * lo]);
+            let (pairs, tail) = dxrow.split_at_mut(2 * lo);
+            for ((pair, &g), &a) in pairs.chunks_exact_mut(2).zip(dyrow).zip(arow) {
+                pair[0] = if a == 0 { g } else { T::ZERO };
+                pair[1] = if a == 0 { T::ZERO } else { g };
+            }
+            tail.fill(T::ZERO);
         }
     });
 }
@@ -54,6 +73,43 @@ mod tests {
         let mut dx = [5.0f32; 10];
         max_pool_bwd(s, &[1.0, 2.0, 3.0, 4.0], &am, &mut dx);
         assert_eq!(dx, [0.0, 1.0, 2.0, 0.0, 0.0, 3.0, 0.0, 4.0, 0.0, 0.0]);
+    }
+
+    /// Blocks of rows (several per task, more rows than one task holds, odd and even L, NaN and ties) give the
+    /// bits of the plain row-by-row definition.
+    #[test]
+    fn blocked_rows_match_the_plain_definition() {
+        let mut rng = Rng::new(17);
+        for l in [333usize, 334, 1] {
+            let s = PoolShape { b: 3, c: 50, l };
+            let mut x: Vec<f32> = rand_vec(&mut rng, s.x_len(), 1.0).into_iter().map(|v| v as f32).collect();
+            for i in (0..x.len()).step_by(7) {
+                x[i] = x[i ^ 1].min(x[i]); // ties and near-ties
+            }
+            x[11] = f32::NAN;
+            let (mut y, mut am) = (vec![0.0f32; s.y_len()], vec![9u8; s.y_len()]);
+            max_pool_fwd(s, &x, &mut y, &mut am);
+            let lo = s.l_out();
+            for row in 0..s.b * s.c {
+                for j in 0..lo {
+                    let (a, b) = (x[row * l + 2 * j], x[row * l + 2 * j + 1]);
+                    let second = b > a || b.is_nan();
+                    let k = row * lo + j;
+                    assert_eq!(am[k], second as u8, "argmax row {row} j {j}");
+                    assert_eq!(y[k].to_bits(), if second { b } else { a }.to_bits(), "y row {row} j {j}");
+                }
+            }
+            let dy: Vec<f32> = rand_vec(&mut rng, s.y_len(), 1.0).into_iter().map(|v| v as f32).collect();
+            let mut dx = vec![5.0f32; s.x_len()];
+            max_pool_bwd(s, &dy, &am, &mut dx);
+            let mut want = vec![0.0f32; s.x_len()];
+            for row in 0..s.b * s.c {
+                for j in 0..lo {
+                    want[row * l + 2 * j + am[row * lo + j] as usize] = dy[row * lo + j];
+                }
+            }
+            assert_eq!(dx, want, "dx at L = {l}");
+        }
     }
 
     #[test]
