@@ -12,27 +12,39 @@ use crate::backend::shapes::{StemShape, STEM_CHANNELS};
 /// the last block padded.
 const LANES: usize = 8;
 
-/// `dst[i] += src[i]` over one block of `LANES` output channels.
-#[inline(always)]
-fn add_block<T: Real>(dst: &mut [T], src: &[T]) {
-    for (d, &v) in dst[..LANES].iter_mut().zip(&src[..LANES]) {
-        *d += v;
+/// Taps accumulated at once in the backward: TAPS accumulators of one block each stay in registers.
+const TAPS: usize = 8;
+
+/// -0.0, the exact identity of IEEE addition (x + -0.0 = x for every x, -0.0 included; +0.0 would turn a -0.0 sum
+/// into +0.0). Padding with it lets the loops add a "nothing" without a branch and keep the plain gather's bits.
+fn neg_zero<T: Real>() -> T {
+    T::from_f64(-0.0)
+}
+
+/// Tokens of one sample with `pad` N's (16) on both sides: `tp[l + kk]` is the token tap kk of output l reads
+/// (position l + kk - pad), N outside [0, T); values above 16 count as N, as everywhere.
+fn padded_tokens(toks: &[u8], pad: usize, k: usize) -> Vec<usize> {
+    let mut tp = vec![STEM_CHANNELS; toks.len() + k - 1];
+    for (d, &v) in tp[pad..].iter_mut().zip(toks) {
+        *d = (v as usize).min(STEM_CHANNELS);
     }
+    tp
 }
 
 /// y (B, C_out, T) from tokens (B, T), w (C_out, 16, K), bias (C_out); one sample b per task.
 ///
-/// Vectorised over output channels: for each position l the K weight columns W[:, tok, kk] (contiguous in a
-/// transposed copy, padded to whole blocks) are added to a (T, C_out) accumulator, which is then transposed into
-/// y. Each output is bias + sum over kk in ascending order, as in the plain gather, so the bits are the same.
+/// Vectorised over output channels: a transposed weight copy holds the column W[:, tok, kk] contiguous over output
+/// channels, with a 17th token (N) of -0.0 columns; for each block of 8 channels (its columns stay in L1) and each
+/// position l, the K columns are summed in registers onto the bias, taps ascending as in the plain gather (N adds
+/// -0.0), so the bits are the plain gather's.
 pub fn stem_fwd<T: Real>(s: StemShape, tokens: &[u8], w: &[T], bias: &[T], y: &mut [T]) {
     let (t, k, pad, co) = (s.t, s.k, s.pad(), s.c_out);
     if t == 0 || co == 0 {
         return;
     }
     let cp = co.div_ceil(LANES) * LANES;
-    // wt (16, K, C_pad): the weight column of (token, tap) contiguous over output channels.
-    let mut wt = vec![T::ZERO; STEM_CHANNELS * k * cp];
+    // wt (17, K, C_pad).
+    let mut wt = vec![neg_zero::<T>(); (STEM_CHANNELS + 1) * k * cp];
     for o in 0..co {
         for tok in 0..STEM_CHANNELS {
             for kk in 0..k {
@@ -43,37 +55,57 @@ pub fn stem_fwd<T: Real>(s: StemShape, tokens: &[u8], w: &[T], bias: &[T], y: &m
     let mut bias_p = vec![T::ZERO; cp];
     bias_p[..co].copy_from_slice(bias);
     y.par_chunks_mut(co * t).enumerate().for_each(|(b, yb)| {
-        let toks = &tokens[b * t..(b + 1) * t];
-        let mut acc = vec![T::ZERO; t * cp];
-        {
-            for (l, row) in acc.chunks_exact_mut(cp).enumerate() {
-                row.copy_from_slice(&bias_p);
-                for kk in 0..k {
-                    let Some(p) = (l + kk).checked_sub(pad).filter(|&p| p < t) else { continue };
-                    let tok = toks[p] as usize;
-                    if tok < STEM_CHANNELS {
-                        let col = &wt[(tok * k + kk) * cp..(tok * k + kk + 1) * cp];
-                        for (r, c) in row.chunks_exact_mut(LANES).zip(col.chunks_exact(LANES)) {
-                            add_block(r, c);
-                        }
+        let tp = padded_tokens(&tokens[b * t..(b + 1) * t], pad, k);
+        for j0 in (0..cp).step_by(LANES) {
+            let nj = LANES.min(co - j0);
+            for l in 0..t {
+                let mut acc = [T::ZERO; LANES];
+                acc.copy_from_slice(&bias_p[j0..j0 + LANES]);
+                for (kk, &tok) in tp[l..l + k].iter().enumerate() {
+                    let col = &wt[(tok * k + kk) * cp + j0..][..LANES];
+                    for i in 0..LANES {
+                        acc[i] += col[i];
                     }
                 }
-            }
-            for (o, yrow) in yb.chunks_exact_mut(t).enumerate() {
-                for (l, v) in yrow.iter_mut().enumerate() {
-                    *v = acc[l * cp + o];
+                for (i, &a) in acc.iter().enumerate().take(nj) {
+                    yb[(j0 + i) * t + l] = a;
                 }
             }
         }
     });
 }
 
+/// Positions of one sample grouped by token, ascending within each token: `order[start[tok]..start[tok + 1]]`
+/// (N positions left out).
+struct ByToken {
+    start: [usize; STEM_CHANNELS + 1],
+    order: Vec<u32>,
+}
+
+fn by_token(toks: &[u8]) -> ByToken {
+    let mut start = [0usize; STEM_CHANNELS + 1];
+    for &v in toks.iter().filter(|&&v| (v as usize) < STEM_CHANNELS) {
+        start[v as usize + 1] += 1;
+    }
+    for i in 0..STEM_CHANNELS {
+        start[i + 1] += start[i];
+    }
+    let mut next = start;
+    let mut order = vec![0u32; start[STEM_CHANNELS]];
+    for (p, &v) in toks.iter().enumerate().filter(|&(_, &v)| (v as usize) < STEM_CHANNELS) {
+        order[next[v as usize]] = p as u32;
+        next[v as usize] += 1;
+    }
+    ByToken { start, order }
+}
+
 /// dw (C_out, 16, K) += scatter of dy; dbias (C_out) += sum of dy.
 ///
 /// dW is vectorised over blocks of `LANES` output channels (one block per task): dy of the block is transposed to
-/// (T, LANES) per sample and each position's row is added to the (token, tap) rows it reaches. For a fixed weight
-/// the contributions arrive in the plain scatter's order (samples in order, positions ascending), so the bits are
-/// the same.
+/// rows of LANES per position (with `2 pad` rows of -0.0 around). dW[o, tok, kk] sums dy[o, l] over the positions
+/// p = l + kk - pad that hold tok, so for each token the positions holding it (ascending) are walked once per group
+/// of TAPS taps, the TAPS sums in registers. For a fixed weight the terms arrive in the plain scatter's order
+/// (samples in order, positions ascending), so the bits are the same.
 pub fn stem_bwd<T: Real>(s: StemShape, tokens: &[u8], dy: &[T], dw: &mut [T], dbias: &mut [T]) {
     let (t, k, pad, co) = (s.t, s.k, s.pad(), s.c_out);
     dbias.par_iter_mut().enumerate().for_each(|(o, dbo)| {
@@ -86,6 +118,7 @@ pub fn stem_bwd<T: Real>(s: StemShape, tokens: &[u8], dy: &[T], dw: &mut [T], db
         }
     });
     let per_o = STEM_CHANNELS * k;
+    let groups: Vec<ByToken> = (0..s.b).map(|b| by_token(&tokens[b * t..(b + 1) * t])).collect();
     dw.par_chunks_mut(LANES * per_o).enumerate().for_each(|(blk, dwb)| {
         let (o0, n) = (blk * LANES, dwb.len() / per_o);
         // dwt (16, K, LANES), starting from the current dW (accumulation).
@@ -95,23 +128,35 @@ pub fn stem_bwd<T: Real>(s: StemShape, tokens: &[u8], dy: &[T], dw: &mut [T], db
                 dwt[i * LANES + j] = dwb[j * per_o + i];
             }
         }
-        let mut g = vec![T::ZERO; t * LANES];
-        {
-            for b in 0..s.b {
-                let toks = &tokens[b * t..(b + 1) * t];
-                for j in 0..n {
-                    let row = &dy[(b * co + o0 + j) * t..(b * co + o0 + j + 1) * t];
-                    for (l, &v) in row.iter().enumerate() {
-                        g[l * LANES + j] = v;
-                    }
+        // g (T + 2 pad, LANES): row i holds dy at l = i - pad, -0.0 outside [0, T).
+        let mut g = vec![neg_zero::<T>(); (t + 2 * pad) * LANES];
+        for (b, grp) in groups.iter().enumerate() {
+            for j in 0..n {
+                let row = &dy[(b * co + o0 + j) * t..(b * co + o0 + j + 1) * t];
+                for (l, &v) in row.iter().enumerate() {
+                    g[(l + pad) * LANES + j] = v;
                 }
-                for (l, gl) in g.chunks_exact(LANES).enumerate() {
-                    for kk in 0..k {
-                        let Some(p) = (l + kk).checked_sub(pad).filter(|&p| p < t) else { continue };
-                        let tok = toks[p] as usize;
-                        if tok < STEM_CHANNELS {
-                            add_block(&mut dwt[(tok * k + kk) * LANES..], gl);
+            }
+            for tok in 0..STEM_CHANNELS {
+                let ps = &grp.order[grp.start[tok]..grp.start[tok + 1]];
+                for k0 in (0..k).step_by(TAPS) {
+                    let nt = TAPS.min(k - k0);
+                    let mut acc = [[T::ZERO; LANES]; TAPS];
+                    for (q, a) in acc.iter_mut().enumerate().take(nt) {
+                        a.copy_from_slice(&dwt[(tok * k + k0 + q) * LANES..][..LANES]);
+                    }
+                    for &p in ps {
+                        // Tap kk of position p feeds output l = p + pad - kk: g row p + 2 pad - kk (>= p, as K = 2 pad + 1).
+                        let top = p as usize + 2 * pad - k0;
+                        for (q, a) in acc.iter_mut().enumerate().take(nt) {
+                            let gr = &g[(top - q) * LANES..][..LANES];
+                            for i in 0..LANES {
+                                a[i] += gr[i];
+                            }
                         }
+                    }
+                    for (q, a) in acc.iter().enumerate().take(nt) {
+                        dwt[(tok * k + k0 + q) * LANES..][..LANES].copy_from_slice(a);
                     }
                 }
             }
