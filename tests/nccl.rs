@@ -3,7 +3,7 @@
 //! NCCL is checked to be a clear error, not a panic. On a GPU machine (docs/SCALING.md section 4 gives the
 //! commands): on 1 rank an all-reduce returns its input; under `mpirun -np 2` (two GPUs, `--features mpi`) it
 //! returns the sum over ranks; device buckets (communication stream + events: `sum_device_buckets`, and the
-//! trainer's `start_sum_after` / `join_compute` on f32 and f64) and staged host buckets (`Comm::sum_buckets`) alike.
+//! trainer's `Lane::start_sum_after` / `Lane::join_compute` on f32 and f64) and staged host buckets (`Comm::sum_buckets`) alike.
 
 use mfd::dist::nccl::{probe, Nccl};
 use mfd::dist::{Comm, HostBucket, Single};
@@ -102,10 +102,11 @@ fn all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several() {
     let mut stats = compute.clone_htod(&(0..37).map(|i| f64::from(value(rank, i))).collect::<Vec<_>>()).unwrap();
     let mut bn = compute.clone_htod(&(0..11).map(|i| f64::from(value(rank, i))).collect::<Vec<_>>()).unwrap();
     let mut grads = compute.clone_htod(&(0..300).map(|i| value(rank, i)).collect::<Vec<_>>()).unwrap();
-    nccl.start_sum_after(&compute, &mut stats.slice_mut(0..37)).unwrap();
-    nccl.start_sum_after(&compute, &mut grads.slice_mut(0..300)).unwrap();
+    let lane = nccl.grads();
+    lane.start_sum_after(&compute, &mut stats.slice_mut(0..37)).unwrap();
+    lane.start_sum_after(&compute, &mut grads.slice_mut(0..300)).unwrap();
     nccl.sum_stats(&compute, &mut bn.slice_mut(0..11)).unwrap();
-    nccl.join_compute(&compute).unwrap();
+    lane.join_compute(&compute).unwrap();
     let want64: Vec<f64> = (0..37).map(|i| f64::from(expected(world, i))).collect();
     assert_eq!(compute.clone_dtoh(&stats).unwrap(), want64, "rank {rank}: f64 statistics");
     assert_eq!(compute.clone_dtoh(&bn).unwrap(), want64[..11], "rank {rank}: f64 statistics (sum_stats)");

@@ -29,7 +29,7 @@
 use crate::backend::cuda::{CudaBackend, DevBuf};
 use crate::backend::Backend;
 use crate::dist::comm::{claim, BucketStart, Comm, HostBucket, Stage};
-use crate::dist::nccl::Nccl;
+use crate::dist::nccl::{Lane, Nccl};
 use crate::error::{MfdError, Result};
 use crate::model::grad_ready::GradReady;
 use crate::model::params::{Group, ParamTable, Params};
@@ -199,7 +199,8 @@ impl Buckets {
         self.held = Held::Device;
         let Buckets { field, tensors, dev, hook_secs, .. } = self;
         *hook_secs = 0.0;
-        let mut start = DeviceStart { cuda, nccl, dev, started: vec![false; tensors.len()] };
+        let lane = nccl.grads();
+        let mut start = DeviceStart { cuda, lane, dev, started: vec![false; tensors.len()] };
         let mut hook = ReadyHook::new(tensors, *field, Starter::Device(&mut start));
         let backward = work(Phase::Backward(&mut hook));
         *hook_secs = hook.secs;
@@ -212,7 +213,7 @@ impl Buckets {
             Err(e) => Err(e),
         };
         // The sums are ready for the compute stream's next work (the caller's `unpack`) once it has waited.
-        let joined = nccl.join_compute(cuda.stream());
+        let joined = lane.join_compute(cuda.stream());
         during.and(joined)
     }
 
@@ -262,11 +263,12 @@ impl Buckets {
             // Device buckets: pack and start each (device copies, then NCCL on its stream), join, unpack.
             self.ensure_device(cuda)?;
             self.held = Held::Device;
-            let mut start = DeviceStart { cuda, nccl, dev: &mut self.dev, started: vec![false; self.tensors.len()] };
+            let lane = nccl.grads();
+            let mut start = DeviceStart { cuda, lane, dev: &mut self.dev, started: vec![false; self.tensors.len()] };
             for (k, ts) in self.tensors.iter().enumerate() {
                 start.start(be, params, self.field, ts, k)?;
             }
-            nccl.join_compute(cuda.stream())?;
+            lane.join_compute(cuda.stream())?;
             return self.unpack_device(be, params, scale);
         }
         self.pack(be, params)?;
@@ -282,10 +284,10 @@ enum Starter<'b, 'c> {
 }
 
 /// Starts device buckets: packs a bucket's tensors into its device buffer (device copies on the compute stream),
-/// then queues its in-place NCCL all-reduce behind an event of the compute stream.
+/// then queues its in-place NCCL all-reduce on `lane` behind an event of the compute stream.
 struct DeviceStart<'c> {
     cuda: &'c CudaBackend,
-    nccl: &'c Nccl,
+    lane: &'c Lane,
     /// One buffer per bucket, the bucket's tensors one after the other.
     dev: &'c mut [DevBuf<f32>],
     started: Vec<bool>,
@@ -308,7 +310,7 @@ impl DeviceStart<'_> {
         if db.is_empty() {
             return Ok(());
         }
-        self.nccl.start_sum_after(self.cuda.stream(), &mut db.view_mut())
+        self.lane.start_sum_after(self.cuda.stream(), &mut db.view_mut())
     }
 }
 
