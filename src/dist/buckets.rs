@@ -20,7 +20,9 @@
 //!   the NCCL stream wait on an event of the compute stream, queues the in-place all-reduce there and returns at
 //!   once (the backward goes on queuing kernels). After the `During` work the compute stream waits on the NCCL
 //!   stream (an event, no host wait), and `unpack` scales each bucket with one kernel and copies it back device to
-//!   device. The blocking `all_reduce` (adversary gradients, running statistics) takes the same device path.
+//!   device. The blocking `all_reduce` (adversary gradients, running statistics) takes the same device path on a
+//!   lane of its own (`Nccl::blocking`: communicator + stream), so that its join, inside `During`, waits for its own
+//!   sums only and not for the model's buckets still in flight on the gradients' lane.
 //!   Nothing of the gradients crosses the bus and nothing synchronises the host; the sums equal the host path's
 //!   bit for bit (same bucket contents, same reduction, the same f32 scaling). The gradients stay buffers of their
 //!   own rather than views into the bucket: `Params` owns one backend buffer per tensor, and two device copies of
@@ -260,10 +262,18 @@ impl Buckets {
             return Ok(());
         }
         if let (Some(cuda), Some(nccl)) = (be.as_cuda(), comm.nccl()) {
-            // Device buckets: pack and start each (device copies, then NCCL on its stream), join, unpack.
+            // Device buckets: pack and start each (device copies, then NCCL on the lane's stream), join, unpack.
+            // The lane is the blocking sums' own (communicator + stream), not the gradients': the adversary step
+            // calls this inside `sum_overlapped`'s `During`, while the model's buckets are in flight on the
+            // gradients' lane, and the join below must wait for these sums only (an event recorded on the
+            // gradients' stream would complete only after every bucket queued there before it). Two communicators
+            // in flight at once are safe because every rank issues the same calls in the same order, on each
+            // communicator and across them (model buckets during the backward, these in `During`, the gradients'
+            // join after it), and neither lane waits on the other: each waits only on events of the compute
+            // stream recorded before its sums were queued.
             self.ensure_device(cuda)?;
             self.held = Held::Device;
-            let lane = nccl.grads();
+            let lane = nccl.blocking();
             let mut start = DeviceStart { cuda, lane, dev: &mut self.dev, started: vec![false; self.tensors.len()] };
             for (k, ts) in self.tensors.iter().enumerate() {
                 start.start(be, params, self.field, ts, k)?;

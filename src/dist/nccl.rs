@@ -15,14 +15,15 @@
 //!   (after the work that wrote the buffer), makes the lane's stream wait on it and queues the in-place all-reduce
 //!   there; `Lane::join_compute` makes the compute stream wait for everything queued on the lane so far (an event
 //!   again). The events are made once and re-recorded (a wait takes the event's state when it is queued). No host
-//!   synchronisation on this path. Two lanes, made in the same order on every rank (communicator creation is
+//!   synchronisation on this path. Three lanes, made in the same order on every rank (communicator creation is
 //!   collective):
 //!   - `grads` (issue 19 item 4): `dist::buckets` packs each gradient bucket into a device buffer of the backend
-//!     and starts its f32 sum as soon as the backward has finished the bucket; joined after the `During` work. The
-//!     blocking `Buckets::all_reduce` (adversary gradients, running statistics) uses it too.
+//!     and starts its f32 sum as soon as the backward has finished the bucket; joined after the `During` work.
 //!   - `stats`: the batch statistics' f64 sums (`StatsReduce::sum_device`, `sum_stats`): the backward needs each
 //!     BatchNorm's global sums before it can go on, and on the gradients' stream such a sum would wait for every
 //!     bucket queued before it, which would undo the overlap.
+//!   - `blocking`: `Buckets::all_reduce` (the adversary's gradients, summed inside the model buckets' `During`,
+//!     and the running statistics): its join waits for its own sums only, not for the model buckets in flight.
 //! - Several communicators in flight at once are safe here because every rank issues the same operations on each
 //!   communicator, and across communicators, in the same order (the same program on every rank), and no lane
 //!   waits on another: each waits only on events of the compute stream recorded before its sums were queued.
@@ -74,6 +75,9 @@ pub struct Nccl {
     /// The batch statistics' sums (`sum_stats`), so that a statistic needed inside the backward does not queue
     /// behind the gradient buckets already in flight on `grads`.
     stats: Lane,
+    /// The blocking bucket sums (`Buckets::all_reduce`), so that their join does not wait for the model's gradient
+    /// buckets in flight on `grads`.
+    blocking: Lane,
     /// Free sets of device staging buffers for `sum_buckets`, reused by bucket sizes. A set is taken out while in
     /// use: `sum_buckets` nests (its `during` finishes the backward, which sums the next buckets).
     staging: RefCell<Vec<Vec<CudaSlice<f32>>>>,
@@ -167,26 +171,27 @@ impl Nccl {
     /// `control.local_rank() % devices`. Errors (never panics) when NCCL cannot run here; then every rank fails
     /// the same way, except on a mixed cluster, where the caller's abort ends the job.
     pub fn new(control: Box<dyn Comm>) -> Result<Nccl> {
-        // The context and the lanes' two streams (gradients, statistics).
-        let local = (|| -> Result<(Arc<CudaContext>, [Arc<CudaStream>; 2])> {
+        // The context and the lanes' three streams (gradients, statistics, blocking sums).
+        let local = (|| -> Result<(Arc<CudaContext>, [Arc<CudaStream>; 3])> {
             let devices =
                 probe().map_err(|why| MfdError::config("dist.comm", format!("'nccl' cannot run here: {why}")))?;
             let ctx = CudaContext::new(control.local_rank() % devices).map_err(|e| cuda_err("context", e))?;
             let stream = || ctx.new_stream().map_err(|e| cuda_err("new_stream", e));
-            let streams = [stream()?, stream()?];
+            let streams = [stream()?, stream()?, stream()?];
             Ok((ctx, streams))
         })();
         // Every rank learns whether all could start, so none waits in a collective for one that failed.
         let mut failed = [f64::from(u8::from(local.is_err()))];
         control.sum_f64(&mut failed)?;
-        let (ctx, [grads, stats]) = local?;
+        let (ctx, [grads, stats, blocking]) = local?;
         if failed[0] > 0.0 {
             return Err(MfdError::other(format!("NCCL could not start on {} of {} ranks", failed[0], control.size())));
         }
         // One communicator per lane, made in this order on every rank.
         let grads = Lane::new(control.as_ref(), &ctx, grads, "gradients")?;
         let stats = Lane::new(control.as_ref(), &ctx, stats, "statistics")?;
-        Ok(Nccl { grads, stats, staging: RefCell::new(Vec::new()), ctx, control })
+        let blocking = Lane::new(control.as_ref(), &ctx, blocking, "blocking sums")?;
+        Ok(Nccl { grads, stats, blocking, staging: RefCell::new(Vec::new()), ctx, control })
     }
 
     /// The GPU this rank's communicator runs on.
@@ -200,9 +205,14 @@ impl Nccl {
         &self.grads.stream
     }
 
-    /// The gradient buckets' lane (`Buckets::sum_overlapped` and `Buckets::all_reduce`).
+    /// The gradient buckets' lane (`Buckets::sum_overlapped`).
     pub fn grads(&self) -> &Lane {
         &self.grads
+    }
+
+    /// The blocking bucket sums' lane (`Buckets::all_reduce`).
+    pub fn blocking(&self) -> &Lane {
+        &self.blocking
     }
 
     /// Sum `buf` over ranks in place. Queued on the gradients' stream; cudarc's per-buffer events order it after
