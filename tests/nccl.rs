@@ -3,7 +3,8 @@
 //! NCCL is checked to be a clear error, not a panic. On a GPU machine (docs/SCALING.md section 4 gives the
 //! commands): on 1 rank an all-reduce returns its input; under `mpirun -np 2` (two GPUs, `--features mpi`) it
 //! returns the sum over ranks; device buckets (communication stream + events: `sum_device_buckets`, and the
-//! trainer's `start_sum_after` / `join_compute` on f32 and f64) and staged host buckets (`Comm::sum_buckets`) alike.
+//! trainer's `Lane::start_sum_after` / `Lane::join_compute` on f32 and f64, on the gradients' and the blocking
+//! sums' lanes) and staged host buckets (`Comm::sum_buckets`) alike.
 
 use mfd::dist::nccl::{probe, Nccl};
 use mfd::dist::{Comm, HostBucket, Single};
@@ -102,15 +103,34 @@ fn all_reduce_returns_the_input_on_one_rank_and_the_sum_on_several() {
     let mut stats = compute.clone_htod(&(0..37).map(|i| f64::from(value(rank, i))).collect::<Vec<_>>()).unwrap();
     let mut bn = compute.clone_htod(&(0..11).map(|i| f64::from(value(rank, i))).collect::<Vec<_>>()).unwrap();
     let mut grads = compute.clone_htod(&(0..300).map(|i| value(rank, i)).collect::<Vec<_>>()).unwrap();
-    nccl.start_sum_after(&compute, &mut stats.slice_mut(0..37)).unwrap();
-    nccl.start_sum_after(&compute, &mut grads.slice_mut(0..300)).unwrap();
+    let lane = nccl.grads();
+    lane.start_sum_after(&compute, &mut stats.slice_mut(0..37)).unwrap();
+    lane.start_sum_after(&compute, &mut grads.slice_mut(0..300)).unwrap();
     nccl.sum_stats(&compute, &mut bn.slice_mut(0..11)).unwrap();
-    nccl.join_compute(&compute).unwrap();
+    lane.join_compute(&compute).unwrap();
     let want64: Vec<f64> = (0..37).map(|i| f64::from(expected(world, i))).collect();
     assert_eq!(compute.clone_dtoh(&stats).unwrap(), want64, "rank {rank}: f64 statistics");
     assert_eq!(compute.clone_dtoh(&bn).unwrap(), want64[..11], "rank {rank}: f64 statistics (sum_stats)");
     let want32: Vec<f32> = (0..300).map(|i| expected(world, i)).collect();
     assert_eq!(compute.clone_dtoh(&grads).unwrap(), want32, "rank {rank}: f32 bucket");
+
+    // The blocking bucket sums' lane (`Buckets::all_reduce`: the adversary's gradients, summed while the model's
+    // buckets are in flight): a model bucket started on the gradients' lane, then a bucket summed and joined on the
+    // blocking lane and read on the compute stream before the gradients' lane is joined. The blocking lane has a
+    // stream (and communicator) of its own, so on a GPU that join does not wait for the model bucket. The virtual GPU
+    // cannot show that part: its streams run every operation at once and its events are always complete, so this
+    // checks the third communicator's sums (2 ranks) and that its stream is not the gradients' one.
+    let mut model = compute.clone_htod(&(0..500).map(|i| value(rank, i)).collect::<Vec<_>>()).unwrap();
+    let mut adv = compute.clone_htod(&(0..60).map(|i| value(rank, i)).collect::<Vec<_>>()).unwrap();
+    let (grads_lane, blocking) = (nccl.grads(), nccl.blocking());
+    assert!(!std::sync::Arc::ptr_eq(blocking.stream(), grads_lane.stream()), "the blocking lane needs its own stream");
+    grads_lane.start_sum_after(&compute, &mut model.slice_mut(0..500)).unwrap();
+    blocking.start_sum_after(&compute, &mut adv.slice_mut(0..60)).unwrap();
+    blocking.join_compute(&compute).unwrap();
+    assert_eq!(compute.clone_dtoh(&adv).unwrap(), want32[..60], "rank {rank}: f32 bucket (blocking lane)");
+    grads_lane.join_compute(&compute).unwrap();
+    let want_model: Vec<f32> = (0..500).map(|i| expected(world, i)).collect();
+    assert_eq!(compute.clone_dtoh(&model).unwrap(), want_model, "rank {rank}: f32 bucket (gradients' lane)");
 
     // Host buckets staged through the device (the host-bucket API), an empty one included.
     let mut hb: Vec<HostBucket> = [3usize, 0, 777]

@@ -20,7 +20,9 @@
 //!   the NCCL stream wait on an event of the compute stream, queues the in-place all-reduce there and returns at
 //!   once (the backward goes on queuing kernels). After the `During` work the compute stream waits on the NCCL
 //!   stream (an event, no host wait), and `unpack` scales each bucket with one kernel and copies it back device to
-//!   device. The blocking `all_reduce` (adversary gradients, running statistics) takes the same device path.
+//!   device. The blocking `all_reduce` (adversary gradients, running statistics) takes the same device path on a
+//!   lane of its own (`Nccl::blocking`: communicator + stream), so that its join, inside `During`, waits for its own
+//!   sums only and not for the model's buckets still in flight on the gradients' lane.
 //!   Nothing of the gradients crosses the bus and nothing synchronises the host; the sums equal the host path's
 //!   bit for bit (same bucket contents, same reduction, the same f32 scaling). The gradients stay buffers of their
 //!   own rather than views into the bucket: `Params` owns one backend buffer per tensor, and two device copies of
@@ -29,7 +31,7 @@
 use crate::backend::cuda::{CudaBackend, DevBuf};
 use crate::backend::Backend;
 use crate::dist::comm::{claim, BucketStart, Comm, HostBucket, Stage};
-use crate::dist::nccl::Nccl;
+use crate::dist::nccl::{Lane, Nccl};
 use crate::error::{MfdError, Result};
 use crate::model::grad_ready::GradReady;
 use crate::model::params::{Group, ParamTable, Params};
@@ -199,7 +201,8 @@ impl Buckets {
         self.held = Held::Device;
         let Buckets { field, tensors, dev, hook_secs, .. } = self;
         *hook_secs = 0.0;
-        let mut start = DeviceStart { cuda, nccl, dev, started: vec![false; tensors.len()] };
+        let lane = nccl.grads();
+        let mut start = DeviceStart { cuda, lane, dev, started: vec![false; tensors.len()] };
         let mut hook = ReadyHook::new(tensors, *field, Starter::Device(&mut start));
         let backward = work(Phase::Backward(&mut hook));
         *hook_secs = hook.secs;
@@ -212,7 +215,7 @@ impl Buckets {
             Err(e) => Err(e),
         };
         // The sums are ready for the compute stream's next work (the caller's `unpack`) once it has waited.
-        let joined = nccl.join_compute(cuda.stream());
+        let joined = lane.join_compute(cuda.stream());
         during.and(joined)
     }
 
@@ -259,14 +262,23 @@ impl Buckets {
             return Ok(());
         }
         if let (Some(cuda), Some(nccl)) = (be.as_cuda(), comm.nccl()) {
-            // Device buckets: pack and start each (device copies, then NCCL on its stream), join, unpack.
+            // Device buckets: pack and start each (device copies, then NCCL on the lane's stream), join, unpack.
+            // The lane is the blocking sums' own (communicator + stream), not the gradients': the adversary step
+            // calls this inside `sum_overlapped`'s `During`, while the model's buckets are in flight on the
+            // gradients' lane, and the join below must wait for these sums only (an event recorded on the
+            // gradients' stream would complete only after every bucket queued there before it). Two communicators
+            // in flight at once are safe because every rank issues the same calls in the same order, on each
+            // communicator and across them (model buckets during the backward, these in `During`, the gradients'
+            // join after it), and neither lane waits on the other: each waits only on events of the compute
+            // stream recorded before its sums were queued.
             self.ensure_device(cuda)?;
             self.held = Held::Device;
-            let mut start = DeviceStart { cuda, nccl, dev: &mut self.dev, started: vec![false; self.tensors.len()] };
+            let lane = nccl.blocking();
+            let mut start = DeviceStart { cuda, lane, dev: &mut self.dev, started: vec![false; self.tensors.len()] };
             for (k, ts) in self.tensors.iter().enumerate() {
                 start.start(be, params, self.field, ts, k)?;
             }
-            nccl.join_compute(cuda.stream())?;
+            lane.join_compute(cuda.stream())?;
             return self.unpack_device(be, params, scale);
         }
         self.pack(be, params)?;
@@ -282,10 +294,10 @@ enum Starter<'b, 'c> {
 }
 
 /// Starts device buckets: packs a bucket's tensors into its device buffer (device copies on the compute stream),
-/// then queues its in-place NCCL all-reduce behind an event of the compute stream.
+/// then queues its in-place NCCL all-reduce on `lane` behind an event of the compute stream.
 struct DeviceStart<'c> {
     cuda: &'c CudaBackend,
-    nccl: &'c Nccl,
+    lane: &'c Lane,
     /// One buffer per bucket, the bucket's tensors one after the other.
     dev: &'c mut [DevBuf<f32>],
     started: Vec<bool>,
@@ -308,7 +320,7 @@ impl DeviceStart<'_> {
         if db.is_empty() {
             return Ok(());
         }
-        self.nccl.start_sum_after(self.cuda.stream(), &mut db.view_mut())
+        self.lane.start_sum_after(self.cuda.stream(), &mut db.view_mut())
     }
 }
 

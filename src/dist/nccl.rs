@@ -10,16 +10,23 @@
 //! - The NCCL unique id (128 bytes) is made by rank 0 and broadcast over the host communicator as 128 exact f64s.
 //! - One GPU per rank: device `local_rank % device count` (local rank from MPI's shared-memory split). NCCL rejects
 //!   two ranks on one GPU, so a single-GPU machine runs NCCL with one rank only.
-//! - Device sums in the trainer (issue 19 item 4): with the CUDA backend, `dist::buckets` packs each gradient
-//!   bucket into a device buffer of the backend and calls `start_sum_after` as soon as the backward has finished
-//!   the bucket: an event recorded on the backend's (compute) stream makes the communication stream wait for the
-//!   packing copies, then the in-place f32 all-reduce is queued there; `join_compute` makes the compute stream wait
-//!   for everything queued on the communication stream (an event again). The events are made once and
-//!   re-recorded (a wait takes the event's state when it is queued). No host synchronisation on this path.
-//! - The batch statistics' f64 sums (`StatsReduce::sum_device`, `sum_stats`) have a second communicator on a
-//!   stream of their own: the backward needs each BatchNorm's global sums before it can go on, and on the
-//!   gradients' stream such a sum would wait for every bucket queued before it, which would undo the overlap.
-//!   Two communicators are safe here because every rank issues the same operations in the same order.
+//! - Device sums go through `Lane`s: an NCCL communicator on a stream of its own, with the two events that order
+//!   it with the compute stream (the CUDA backend's). `Lane::start_sum_after` records an event on the compute stream
+//!   (after the work that wrote the buffer), makes the lane's stream wait on it and queues the in-place all-reduce
+//!   there; `Lane::join_compute` makes the compute stream wait for everything queued on the lane so far (an event
+//!   again). The events are made once and re-recorded (a wait takes the event's state when it is queued). No host
+//!   synchronisation on this path. Three lanes, made in the same order on every rank (communicator creation is
+//!   collective):
+//!   - `grads` (issue 19 item 4): `dist::buckets` packs each gradient bucket into a device buffer of the backend
+//!     and starts its f32 sum as soon as the backward has finished the bucket; joined after the `During` work.
+//!   - `stats`: the batch statistics' f64 sums (`StatsReduce::sum_device`, `sum_stats`): the backward needs each
+//!     BatchNorm's global sums before it can go on, and on the gradients' stream such a sum would wait for every
+//!     bucket queued before it, which would undo the overlap.
+//!   - `blocking`: `Buckets::all_reduce` (the adversary's gradients, summed inside the model buckets' `During`,
+//!     and the running statistics): its join waits for its own sums only, not for the model buckets in flight.
+//! - Several communicators in flight at once are safe here because every rank issues the same operations on each
+//!   communicator, and across communicators, in the same order (the same program on every rank), and no lane
+//!   waits on another: each waits only on events of the compute stream recorded before its sums were queued.
 //! - `sum_device_buckets` (a list of device buckets around a `during` closure, in one NCCL group) and
 //!   `Comm::sum_buckets` (host buckets staged through device buffers kept between calls: the host-bucket API of
 //!   the trait, used where no CUDA backend buffers exist) remain for direct use and the tests.
@@ -62,30 +69,71 @@ fn cuda_err(op: &str, e: impl std::fmt::Debug) -> MfdError {
 }
 
 pub struct Nccl {
-    // Field order is drop order: the NCCL communicators before their streams' context.
-    comm: NcclComm,
-    /// The batch statistics' sums (`sum_stats`): a communicator and stream of their own, so that a statistic
-    /// needed inside the backward does not queue behind the gradient buckets already in flight on `stream`.
-    stats: StatsLane,
+    // Field order is drop order: the NCCL communicators (in the lanes) before their streams' context.
+    /// The gradient buckets' sums (`dist::buckets`' overlapped path), the host-bucket staging and `all_reduce_sum`.
+    grads: Lane,
+    /// The batch statistics' sums (`sum_stats`), so that a statistic needed inside the backward does not queue
+    /// behind the gradient buckets already in flight on `grads`.
+    stats: Lane,
+    /// The blocking bucket sums (`Buckets::all_reduce`), so that their join does not wait for the model's gradient
+    /// buckets in flight on `grads`.
+    blocking: Lane,
     /// Free sets of device staging buffers for `sum_buckets`, reused by bucket sizes. A set is taken out while in
     /// use: `sum_buckets` nests (its `during` finishes the backward, which sums the next buckets).
     staging: RefCell<Vec<Vec<CudaSlice<f32>>>>,
-    /// Recorded on the compute stream before an all-reduce (its data is written); the communication stream waits
-    /// on it. Reused: a wait takes the event's state at the time of the call, so re-recording it later is safe.
-    written: CudaEvent,
-    /// Recorded on the communication stream after the all-reduces; the compute stream waits on it (`join_compute`).
-    reduced: CudaEvent,
-    stream: Arc<CudaStream>,
     ctx: Arc<CudaContext>,
     control: Box<dyn Comm>,
 }
 
-/// The statistics' communicator, stream and the two events that order it with the compute stream.
-struct StatsLane {
+/// One NCCL communicator on a communication stream of its own, and the two events that order it with a compute
+/// stream (another stream of the same GPU, e.g. the CUDA backend's): see the module doc.
+pub struct Lane {
     comm: NcclComm,
+    /// Recorded on the compute stream before an all-reduce (its data is written); the lane's stream waits on it.
+    /// Reused: a wait takes the event's state at the time of the call, so re-recording it later is safe.
     written: CudaEvent,
+    /// Recorded on the lane's stream after the all-reduces; the compute stream waits on it (`join_compute`).
     reduced: CudaEvent,
     stream: Arc<CudaStream>,
+    /// Which lane, for error messages.
+    name: &'static str,
+}
+
+impl Lane {
+    /// This rank's communicator on `stream` (collective over `control`: every rank makes its lanes in the same
+    /// order) and the lane's two events.
+    fn new(control: &dyn Comm, ctx: &Arc<CudaContext>, stream: Arc<CudaStream>, name: &'static str) -> Result<Lane> {
+        let comm = new_comm(control, &stream)?;
+        let event = || ctx.new_event(None).map_err(|e| cuda_err("event", e));
+        Ok(Lane { comm, written: event()?, reduced: event()?, stream, name })
+    }
+
+    /// The lane's communication stream (its NCCL calls are queued on it).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Queue the in-place sum over ranks of `buf`, a buffer written by work queued on `compute`: an event recorded
+    /// on `compute` now makes the lane's stream wait for those writes, then the all-reduce is queued there. Returns
+    /// at once (no host synchronisation); `compute` must not read or write `buf` again before `join_compute`. f32
+    /// gradient buckets, f64 statistics. Every rank queues the same sums in the same order.
+    pub fn start_sum_after<T: NcclType>(&self, compute: &CudaStream, buf: &mut CudaViewMut<'_, T>) -> Result<()> {
+        let lane = self.name;
+        self.written.record(compute).map_err(|e| cuda_err(&format!("event record (data written, {lane})"), e))?;
+        self.stream.wait(&self.written).map_err(|e| cuda_err(&format!("stream wait (data written, {lane})"), e))?;
+        self.comm
+            .all_reduce_in_place(buf, &ReduceOp::Sum)
+            .map(|_| ())
+            .map_err(|e| nccl_err(&format!("all_reduce ({lane})"), e))
+    }
+
+    /// Make `compute` wait (on the device, not the host) for every sum queued so far on this lane, and for nothing
+    /// queued on the other lanes.
+    pub fn join_compute(&self, compute: &CudaStream) -> Result<()> {
+        let lane = self.name;
+        self.reduced.record(&self.stream).map_err(|e| cuda_err(&format!("event record (sums done, {lane})"), e))?;
+        compute.wait(&self.reduced).map_err(|e| cuda_err(&format!("stream wait (sums done, {lane})"), e))
+    }
 }
 
 /// A fresh NCCL id made by rank 0 and broadcast over `control` (as 128 exact f64s, plus a flag saying rank 0
@@ -123,32 +171,27 @@ impl Nccl {
     /// `control.local_rank() % devices`. Errors (never panics) when NCCL cannot run here; then every rank fails
     /// the same way, except on a mixed cluster, where the caller's abort ends the job.
     pub fn new(control: Box<dyn Comm>) -> Result<Nccl> {
-        // The context and the two streams (gradients, statistics).
-        let local = (|| -> Result<(Arc<CudaContext>, Arc<CudaStream>, Arc<CudaStream>)> {
+        // The context and the lanes' three streams (gradients, statistics, blocking sums).
+        let local = (|| -> Result<(Arc<CudaContext>, [Arc<CudaStream>; 3])> {
             let devices =
                 probe().map_err(|why| MfdError::config("dist.comm", format!("'nccl' cannot run here: {why}")))?;
             let ctx = CudaContext::new(control.local_rank() % devices).map_err(|e| cuda_err("context", e))?;
-            let stream = ctx.new_stream().map_err(|e| cuda_err("new_stream", e))?;
-            let stats_stream = ctx.new_stream().map_err(|e| cuda_err("new_stream", e))?;
-            Ok((ctx, stream, stats_stream))
+            let stream = || ctx.new_stream().map_err(|e| cuda_err("new_stream", e));
+            let streams = [stream()?, stream()?, stream()?];
+            Ok((ctx, streams))
         })();
         // Every rank learns whether all could start, so none waits in a collective for one that failed.
         let mut failed = [f64::from(u8::from(local.is_err()))];
         control.sum_f64(&mut failed)?;
-        let (ctx, stream, stats_stream) = local?;
+        let (ctx, [grads, stats, blocking]) = local?;
         if failed[0] > 0.0 {
             return Err(MfdError::other(format!("NCCL could not start on {} of {} ranks", failed[0], control.size())));
         }
-        let comm = new_comm(control.as_ref(), &stream)?;
-        let event = || ctx.new_event(None).map_err(|e| cuda_err("event", e));
-        let stats = StatsLane {
-            comm: new_comm(control.as_ref(), &stats_stream)?,
-            written: event()?,
-            reduced: event()?,
-            stream: stats_stream,
-        };
-        let (written, reduced) = (event()?, event()?);
-        Ok(Nccl { comm, stats, staging: RefCell::new(Vec::new()), written, reduced, stream, ctx, control })
+        // One communicator per lane, made in this order on every rank.
+        let grads = Lane::new(control.as_ref(), &ctx, grads, "gradients")?;
+        let stats = Lane::new(control.as_ref(), &ctx, stats, "statistics")?;
+        let blocking = Lane::new(control.as_ref(), &ctx, blocking, "blocking sums")?;
+        Ok(Nccl { grads, stats, blocking, staging: RefCell::new(Vec::new()), ctx, control })
     }
 
     /// The GPU this rank's communicator runs on.
@@ -156,44 +199,34 @@ impl Nccl {
         self.ctx.ordinal()
     }
 
-    /// The communication stream (all NCCL calls are queued on it).
+    /// The gradients' communication stream (`all_reduce_sum`, `sum_device_buckets` and `sum_buckets` queue their
+    /// NCCL calls on it).
     pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+        &self.grads.stream
     }
 
-    /// Sum `buf` over ranks in place. Queued on the communication stream; cudarc's per-buffer events order it after
+    /// The gradient buckets' lane (`Buckets::sum_overlapped`).
+    pub fn grads(&self) -> &Lane {
+        &self.grads
+    }
+
+    /// The blocking bucket sums' lane (`Buckets::all_reduce`).
+    pub fn blocking(&self) -> &Lane {
+        &self.blocking
+    }
+
+    /// Sum `buf` over ranks in place. Queued on the gradients' stream; cudarc's per-buffer events order it after
     /// earlier writes to `buf` and later uses after it.
     pub fn all_reduce_sum(&self, buf: &mut CudaSlice<f32>) -> Result<()> {
-        self.comm.all_reduce_in_place(buf, &ReduceOp::Sum).map(|_| ()).map_err(|e| nccl_err("all_reduce", e))
+        self.grads.comm.all_reduce_in_place(buf, &ReduceOp::Sum).map(|_| ()).map_err(|e| nccl_err("all_reduce", e))
     }
 
-    /// Queue the in-place sum over ranks of `buf`, a buffer written by work queued on `compute` (another stream of
-    /// this GPU, e.g. the CUDA backend's): an event recorded on `compute` now makes the communication stream wait
-    /// for those writes, then the all-reduce is queued there. Returns at once (no host synchronisation); `compute`
-    /// must not read or write `buf` again before `join_compute`. f32 gradient buckets, f64 statistics. Every rank
-    /// queues the same sums in the same order.
-    pub fn start_sum_after<T: NcclType>(&self, compute: &CudaStream, buf: &mut CudaViewMut<'_, T>) -> Result<()> {
-        self.written.record(compute).map_err(|e| cuda_err("event record (data written)", e))?;
-        self.stream.wait(&self.written).map_err(|e| cuda_err("stream wait (data written)", e))?;
-        self.comm.all_reduce_in_place(buf, &ReduceOp::Sum).map(|_| ()).map_err(|e| nccl_err("all_reduce", e))
-    }
-
-    /// Make `compute` wait (on the device, not the host) for every sum queued so far on the communication stream.
-    pub fn join_compute(&self, compute: &CudaStream) -> Result<()> {
-        self.reduced.record(&self.stream).map_err(|e| cuda_err("event record (sums done)", e))?;
-        compute.wait(&self.reduced).map_err(|e| cuda_err("stream wait (sums done)", e))
-    }
-
-    /// Sum `buf` (f64 batch statistics written by work on `compute`) over ranks in place, on the statistics'
-    /// communicator and stream: ordered after the writes and before `compute`'s next work by events, with no host
-    /// synchronisation, and not behind the gradient buckets queued on the communication stream.
+    /// Sum `buf` (f64 batch statistics written by work on `compute`) over ranks in place, on the statistics' lane:
+    /// ordered after the writes and before `compute`'s next work by events, with no host synchronisation, and not
+    /// behind the gradient buckets queued on the gradients' lane.
     pub fn sum_stats(&self, compute: &CudaStream, buf: &mut CudaViewMut<'_, f64>) -> Result<()> {
-        let l = &self.stats;
-        l.written.record(compute).map_err(|e| cuda_err("event record (statistics written)", e))?;
-        l.stream.wait(&l.written).map_err(|e| cuda_err("stream wait (statistics written)", e))?;
-        l.comm.all_reduce_in_place(buf, &ReduceOp::Sum).map_err(|e| nccl_err("all_reduce (statistics)", e))?;
-        l.reduced.record(&l.stream).map_err(|e| cuda_err("event record (statistics summed)", e))?;
-        compute.wait(&l.reduced).map_err(|e| cuda_err("stream wait (statistics summed)", e))
+        self.stats.start_sum_after(compute, buf)?;
+        self.stats.join_compute(compute)
     }
 
     /// Sum every bucket over ranks, overlapped with `during` (see the module doc): `compute` is the stream that wrote
@@ -205,13 +238,14 @@ impl Nccl {
         compute: &CudaStream,
         during: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
-        self.stream.join(compute).map_err(|e| cuda_err("stream wait (gradients ready)", e))?;
+        let stream = &self.grads.stream;
+        stream.join(compute).map_err(|e| cuda_err("stream wait (gradients ready)", e))?;
         cudarc::nccl::group_start().map_err(|e| nccl_err("group_start", e))?;
         let queued: Result<()> = buckets.iter_mut().try_for_each(|b| self.all_reduce_sum(b));
         cudarc::nccl::group_end().map_err(|e| nccl_err("group_end", e))?;
         queued?;
         let r = during();
-        compute.join(&self.stream).map_err(|e| cuda_err("stream wait (all-reduce done)", e))?;
+        compute.join(stream).map_err(|e| cuda_err("stream wait (all-reduce done)", e))?;
         r
     }
 }
@@ -253,29 +287,32 @@ impl Comm for Nccl {
             Some(set) => set,
             None => buckets
                 .iter()
-                .map(|b| self.stream.alloc_zeros::<f32>(b.data.len().max(1)).map_err(|e| cuda_err("alloc", e)))
+                .map(|b| self.grads.stream.alloc_zeros::<f32>(b.data.len().max(1)).map_err(|e| cuda_err("alloc", e)))
                 .collect::<Result<Vec<_>>>()?,
         };
         for (d, h) in staging.iter_mut().zip(buckets.iter()) {
             if !h.data.is_empty() {
                 let mut view = d.slice_mut(0..h.data.len());
-                self.stream.memcpy_htod(&h.data, &mut view).map_err(|e| cuda_err("memcpy_htod", e))?;
+                self.grads.stream.memcpy_htod(&h.data, &mut view).map_err(|e| cuda_err("memcpy_htod", e))?;
             }
         }
         for (d, h) in staging.iter_mut().zip(buckets.iter()) {
             if !h.data.is_empty() {
                 let mut view = d.slice_mut(0..h.data.len());
-                self.comm.all_reduce_in_place(&mut view, &ReduceOp::Sum).map_err(|e| nccl_err("all_reduce", e))?;
+                self.grads
+                    .comm
+                    .all_reduce_in_place(&mut view, &ReduceOp::Sum)
+                    .map_err(|e| nccl_err("all_reduce", e))?;
             }
         }
         let r = during();
         for (d, h) in staging.iter().zip(buckets.iter_mut()) {
             if !h.data.is_empty() {
                 let view = d.slice(0..h.data.len());
-                self.stream.memcpy_dtoh(&view, &mut h.data).map_err(|e| cuda_err("memcpy_dtoh", e))?;
+                self.grads.stream.memcpy_dtoh(&view, &mut h.data).map_err(|e| cuda_err("memcpy_dtoh", e))?;
             }
         }
-        self.stream.synchronize().map_err(|e| cuda_err("synchronize", e))?;
+        self.grads.stream.synchronize().map_err(|e| cuda_err("synchronize", e))?;
         self.staging.borrow_mut().push(staging);
         r
     }
