@@ -87,6 +87,7 @@ macro_rules! impl_real {
             fn tanh(self) -> Self {
                 <$t>::tanh(self)
             }
+            #[inline(always)]
             fn tanh_vec(self) -> Self {
                 $tanh_vec(self)
             }
@@ -134,6 +135,7 @@ impl_real!(f64, matrixmultiply::dgemm, f64::tanh);
 /// tanh = 1 in f32), e^z - 1 = (2^n - 1) + 2^n (e^r - 1) (n = round(z / ln 2), |r| <= ln 2 / 2 + rounding,
 /// e^r - 1 by its degree-8 Taylor polynomial, no cancellation), tanh |u| = (e^z - 1) / (e^z - 1 + 2), then the
 /// sign of u. Relative error a few ulp, absolute error below 1e-7 (test below); NaN propagates.
+#[inline(always)]
 pub fn tanh_f32(u: f32) -> f32 {
     let a = u.abs();
     let z = (2.0 * a).min(18.0);
