@@ -52,11 +52,6 @@ pub enum Activation {
 pub trait Reduce {
     /// Replace `v` by its element-wise sum over all ranks (every rank calls with the same length).
     fn sum(&mut self, v: &mut [f64]) -> Result<()>;
-    /// True when `sum` does nothing (local statistics, one rank): the CPU kernels then finish each channel's
-    /// passes back to back while its rows are in cache (same arithmetic, same bits).
-    fn is_identity(&self) -> bool {
-        false
-    }
     /// The same sum of a vector held in the CUDA backend's memory (the statistics ops finished on the device,
     /// issue 19 item 2). Default: download, `sum`, upload (a host round trip, e.g. over MPI); the identity
     /// (`NoReduce`, local statistics) overrides it with nothing, so one rank never leaves the device.
@@ -74,9 +69,6 @@ pub struct NoReduce;
 impl Reduce for NoReduce {
     fn sum(&mut self, _v: &mut [f64]) -> Result<()> {
         Ok(())
-    }
-    fn is_identity(&self) -> bool {
-        true
     }
     fn sum_device(&mut self, _be: &cuda::CudaBackend, _v: &mut cuda::DevBuf<f64>) -> Result<()> {
         Ok(())

@@ -151,9 +151,6 @@ impl crate::backend::Reduce for StatsReduce<'_> {
             None => Ok(()),
         }
     }
-    fn is_identity(&self) -> bool {
-        self.comm.is_none()
-    }
     fn sum_device(
         &mut self,
         be: &crate::backend::cuda::CudaBackend,

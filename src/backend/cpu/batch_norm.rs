@@ -2,9 +2,6 @@
 //! the batch mean and biased variance over (B, L) and updates the running statistics with momentum 0.1 and the
 //! unbiased variance; eval mode uses the running statistics. Statistics are accumulated in f64 in two passes
 //! (mean, then centred squares; each row summed in interleaved lanes so the loops vectorise), each pass's per-channel partials summed across ranks through `Reduce`.
-//! With local statistics (`Reduce::is_identity`: one rank) the passes run channel by channel, back to back, so a
-//! channel's rows are read from memory once and then from cache; the arithmetic and its order are the same, so are
-//! the bits.
 
 use rayon::prelude::*;
 
@@ -53,44 +50,6 @@ fn channel_sums<T: Real>(s: BnShape, x: &[T], f: impl Fn(usize, T) -> f64 + Sync
         .collect()
 }
 
-/// The rows (b = 0..B) of each channel of a (B, C, L) buffer, as separate mutable slices: `[c][b]` (L > 0).
-fn rows_by_channel<T>(buf: &mut [T], s: BnShape) -> Vec<Vec<&mut [T]>> {
-    let mut by_c: Vec<Vec<&mut [T]>> = (0..s.c).map(|_| Vec::with_capacity(s.b)).collect();
-    for (row, r) in buf.chunks_mut(s.l).enumerate() {
-        by_c[row % s.c].push(r);
-    }
-    by_c
-}
-
-/// Row b of channel c of a (B, C, L) buffer.
-fn channel_row<T>(x: &[T], s: BnShape, b: usize, c: usize) -> &[T] {
-    &x[(b * s.c + c) * s.l..(b * s.c + c + 1) * s.l]
-}
-
-/// f64 sum of f(value) over channel c's rows, samples in order (as `channel_sums`).
-fn channel_sum<T: Real>(s: BnShape, x: &[T], c: usize, f: impl Fn(T) -> f64) -> f64 {
-    let mut acc = 0.0f64;
-    for b in 0..s.b {
-        let row = channel_row(x, s, b, c);
-        acc += row_sums2(row, row, |v, _| (f(v), 0.0)).0;
-    }
-    acc
-}
-
-/// One row of the training / eval normalisation: y = (x - mean) scale + shift.
-fn normalise_row<T: Real>(x: &[T], y: &mut [T], mu: T, scale: T, shift: T) {
-    // Centre first: x - mean is exact-ish when the mean is large against the spread, whereas folding the
-    // mean into the shift (x scale + (beta - mean scale)) cancels in f32 and adds round-off to the loss.
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv = (xv - mu) * scale + shift;
-    }
-}
-
-/// The inverse standard deviation from the biased variance, as stored in `save_invstd`.
-fn invstd_of(var_biased: f64) -> f64 {
-    1.0 / (var_biased + BN_EPS).sqrt()
-}
-
 /// Training forward. Writes y (B, C, L), save_mean and save_invstd (C); updates running_mean / running_var (C).
 pub fn bn_train_fwd<T: Real>(
     s: BnShape,
@@ -104,9 +63,6 @@ pub fn bn_train_fwd<T: Real>(
     y: &mut [T],
     red: &mut dyn Reduce,
 ) -> Result<()> {
-    if red.is_identity() && s.l > 0 {
-        return bn_train_fwd_local(s, x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y);
-    }
     // Pass 1: sums and the sample count (last element), summed over ranks.
     let mut sums = channel_sums(s, x, |_, v| v.to_f64());
     sums.push((s.b * s.l) as f64);
@@ -123,61 +79,16 @@ pub fn bn_train_fwd<T: Real>(
     let mut m2 = channel_sums(s, x, |c, v| (v.to_f64() - mean[c]).powi(2));
     red.sum(&mut m2)?;
     for c in 0..s.c {
+        let var_biased = m2[c] / n;
+        let var_unbiased = m2[c] / (n - 1.0);
         save_mean[c] = T::from_f64(mean[c]);
-        save_invstd[c] = T::from_f64(invstd_of(m2[c] / n));
-        update_running(&mut running_mean[c], &mut running_var[c], mean[c], m2[c] / (n - 1.0));
+        save_invstd[c] = T::from_f64(1.0 / (var_biased + BN_EPS).sqrt());
+        let keep = T::from_f64(1.0 - BN_MOMENTUM);
+        let mom = T::from_f64(BN_MOMENTUM);
+        running_mean[c] = keep * running_mean[c] + mom * T::from_f64(mean[c]);
+        running_var[c] = keep * running_var[c] + mom * T::from_f64(var_unbiased);
     }
     normalise(s, x, gamma, beta, save_mean, save_invstd, y);
-    Ok(())
-}
-
-/// running = (1 - momentum) running + momentum batch (mean, unbiased variance), as PyTorch.
-fn update_running<T: Real>(running_mean: &mut T, running_var: &mut T, mean: f64, var_unbiased: f64) {
-    let keep = T::from_f64(1.0 - BN_MOMENTUM);
-    let mom = T::from_f64(BN_MOMENTUM);
-    *running_mean = keep * *running_mean + mom * T::from_f64(mean);
-    *running_var = keep * *running_var + mom * T::from_f64(var_unbiased);
-}
-
-/// `bn_train_fwd` with local statistics: per channel (in parallel) the sum, the centred squares and the
-/// normalisation, back to back while the channel's rows are in cache. The same arithmetic in the same order.
-#[allow(clippy::too_many_arguments)]
-fn bn_train_fwd_local<T: Real>(
-    s: BnShape,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &mut [T],
-    running_var: &mut [T],
-    save_mean: &mut [T],
-    save_invstd: &mut [T],
-    y: &mut [T],
-) -> Result<()> {
-    let n = (s.b * s.l) as f64;
-    if n < 2.0 {
-        return Err(MfdError::Shape {
-            op: "batch_norm",
-            msg: format!("training needs > 1 value per channel, got {n}"),
-        });
-    }
-    let stats: Vec<(f64, f64)> = rows_by_channel(y, s)
-        .into_par_iter()
-        .enumerate()
-        .map(|(c, mut yrows)| {
-            let mean = channel_sum(s, x, c, |v| v.to_f64()) / n;
-            let m2 = channel_sum(s, x, c, |v| (v.to_f64() - mean).powi(2));
-            let (mu, scale) = (T::from_f64(mean), T::from_f64(invstd_of(m2 / n)) * gamma[c]);
-            for (b, yrow) in yrows.iter_mut().enumerate() {
-                normalise_row(channel_row(x, s, b, c), yrow, mu, scale, beta[c]);
-            }
-            (mean, m2)
-        })
-        .collect();
-    for (c, &(mean, m2)) in stats.iter().enumerate() {
-        save_mean[c] = T::from_f64(mean);
-        save_invstd[c] = T::from_f64(invstd_of(m2 / n));
-        update_running(&mut running_mean[c], &mut running_var[c], mean, m2 / (n - 1.0));
-    }
     Ok(())
 }
 
@@ -188,7 +99,12 @@ fn normalise<T: Real>(s: BnShape, x: &[T], gamma: &[T], beta: &[T], mean: &[T], 
     }
     y.par_chunks_mut(s.l).enumerate().for_each(|(row, yrow)| {
         let c = row % s.c;
-        normalise_row(&x[row * s.l..(row + 1) * s.l], yrow, mean[c], invstd[c] * gamma[c], beta[c]);
+        let (mu, scale, shift) = (mean[c], invstd[c] * gamma[c], beta[c]);
+        // Centre first: x - mean is exact-ish when the mean is large against the spread, whereas folding the
+        // mean into the shift (x scale + (beta - mean scale)) cancels in f32 and adds round-off to the loss.
+        for (yv, &xv) in yrow.iter_mut().zip(&x[row * s.l..(row + 1) * s.l]) {
+            *yv = (xv - mu) * scale + shift;
+        }
     });
 }
 
@@ -202,7 +118,7 @@ pub fn bn_eval_fwd<T: Real>(
     running_var: &[T],
     y: &mut [T],
 ) {
-    let invstd: Vec<T> = running_var.iter().map(|&v| T::from_f64(invstd_of(v.to_f64()))).collect();
+    let invstd: Vec<T> = running_var.iter().map(|&v| T::from_f64(1.0 / (v.to_f64() + BN_EPS).sqrt())).collect();
     normalise(s, x, gamma, beta, running_mean, &invstd, y);
 }
 
@@ -220,63 +136,45 @@ pub fn bn_bwd<T: Real>(
     dbeta: &mut [T],
     red: &mut dyn Reduce,
 ) -> Result<()> {
-    // Channel c's local partials (sum dy, sum dy xhat).
-    let partials = |c: usize| {
-        let (mu, inv) = (save_mean[c].to_f64(), save_invstd[c].to_f64());
-        let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
-        for b in 0..s.b {
-            let (u, v) = row_sums2(channel_row(dy, s, b, c), channel_row(x, s, b, c), |g, xv| {
-                (g.to_f64(), g.to_f64() * (xv.to_f64() - mu) * inv)
-            });
-            sdy += u;
-            sdyx += v;
-        }
-        (sdy, sdyx)
-    };
-    // dx of one row of channel c from the global sums.
-    let dx_row = |c: usize, xrow: &[T], dyrow: &[T], dxrow: &mut [T], sdy: f64, sdyx: f64, n: f64| {
-        let (mu, inv) = (save_mean[c], save_invstd[c]);
-        let (mean_dy, mean_dyx) = (T::from_f64(sdy / n), T::from_f64(sdyx / n));
-        let k = gamma[c] * inv;
-        for ((d, &g), &xv) in dxrow.iter_mut().zip(dyrow).zip(xrow) {
-            let xhat = (xv - mu) * inv;
-            *d = k * (g - mean_dy - xhat * mean_dyx);
-        }
-    };
-    let sums: Vec<(f64, f64)> = if red.is_identity() && s.l > 0 {
-        // Local statistics: each channel's sums and its dx back to back, while its rows are in cache.
-        let n = (s.b * s.l) as f64;
-        rows_by_channel(dx, s)
-            .into_par_iter()
-            .enumerate()
-            .map(|(c, mut dxrows)| {
-                let (sdy, sdyx) = partials(c);
-                for (b, dxrow) in dxrows.iter_mut().enumerate() {
-                    dx_row(c, channel_row(x, s, b, c), channel_row(dy, s, b, c), dxrow, sdy, sdyx, n);
-                }
-                (sdy, sdyx)
-            })
-            .collect()
-    } else {
-        // Global statistics: all channels' partials [sum dy (C), sum dy xhat (C), count] summed over ranks, then dx.
-        let sums: Vec<(f64, f64)> = (0..s.c).into_par_iter().map(partials).collect();
-        let mut global: Vec<f64> = sums.iter().map(|p| p.0).chain(sums.iter().map(|p| p.1)).collect();
-        global.push((s.b * s.l) as f64);
-        red.sum(&mut global)?;
-        let n = global[2 * s.c];
-        if s.l > 0 {
-            dx.par_chunks_mut(s.l).enumerate().for_each(|(row, dxrow)| {
-                let c = row % s.c;
-                let r = row * s.l..(row + 1) * s.l;
-                dx_row(c, &x[r.clone()], &dy[r], dxrow, global[c], global[s.c + c], n);
-            });
-        }
-        sums
-    };
+    // Local partials [sum dy (C), sum dy xhat (C), count].
+    let sums: Vec<(f64, f64)> = (0..s.c)
+        .into_par_iter()
+        .map(|c| {
+            let (mu, inv) = (save_mean[c].to_f64(), save_invstd[c].to_f64());
+            let (mut sdy, mut sdyx) = (0.0f64, 0.0f64);
+            for b in 0..s.b {
+                let r = (b * s.c + c) * s.l..(b * s.c + c + 1) * s.l;
+                let (u, v) =
+                    row_sums2(&dy[r.clone()], &x[r], |g, xv| (g.to_f64(), g.to_f64() * (xv.to_f64() - mu) * inv));
+                sdy += u;
+                sdyx += v;
+            }
+            (sdy, sdyx)
+        })
+        .collect();
+    let mut global: Vec<f64> = sums.iter().map(|p| p.0).chain(sums.iter().map(|p| p.1)).collect();
+    global.push((s.b * s.l) as f64);
     for c in 0..s.c {
         dbeta[c] += T::from_f64(sums[c].0);
         dgamma[c] += T::from_f64(sums[c].1);
     }
+    red.sum(&mut global)?;
+    let n = global[2 * s.c];
+    if s.l == 0 {
+        return Ok(());
+    }
+    dx.par_chunks_mut(s.l).enumerate().for_each(|(row, dxrow)| {
+        let c = row % s.c;
+        let (mu, inv) = (save_mean[c], save_invstd[c]);
+        let mean_dy = T::from_f64(global[c] / n);
+        let mean_dyx = T::from_f64(global[s.c + c] / n);
+        let k = gamma[c] * inv;
+        let r = row * s.l..(row + 1) * s.l;
+        for ((d, &g), &xv) in dxrow.iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
+            let xhat = (xv - mu) * inv;
+            *d = k * (g - mean_dy - xhat * mean_dyx);
+        }
+    });
     Ok(())
 }
 
@@ -286,47 +184,6 @@ mod tests {
     use crate::backend::cpu::testutil::*;
     use crate::backend::NoReduce;
     use crate::rng::Rng;
-
-    /// A no-op sum that does not say so: forces the global-statistics path on one rank.
-    struct OpaqueNoReduce;
-    impl Reduce for OpaqueNoReduce {
-        fn sum(&mut self, _v: &mut [f64]) -> Result<()> {
-            Ok(())
-        }
-    }
-
-    /// The per-channel local path (`is_identity`) gives the bits of the pass-by-pass global path: forward outputs,
-    /// saved and running statistics, dx, dgamma and dbeta, f32, for long, short and L = 1 rows.
-    #[test]
-    fn local_statistics_path_gives_the_global_paths_bits() {
-        let mut rng = Rng::new(31);
-        let f32s = |rng: &mut Rng, n: usize, scale: f64| -> Vec<f32> {
-            rand_vec(rng, n, scale).into_iter().map(|v| v as f32 + 0.3).collect()
-        };
-        for s in [BnShape { b: 4, c: 3, l: 517 }, BnShape { b: 64, c: 5, l: 17 }, BnShape { b: 9, c: 7, l: 1 }] {
-            let x = f32s(&mut rng, s.x_len(), 2.0);
-            let dy = f32s(&mut rng, s.x_len(), 1.0);
-            let (gamma, beta) = (f32s(&mut rng, s.c, 1.0), f32s(&mut rng, s.c, 1.0));
-            let run = |red: &mut dyn Reduce| {
-                let (mut rm, mut rv) = (vec![0.1f32; s.c], vec![0.9f32; s.c]);
-                let (mut sm, mut si) = (vec![0.0f32; s.c], vec![0.0f32; s.c]);
-                let mut y = vec![0.0f32; s.x_len()];
-                bn_train_fwd(s, &x, &gamma, &beta, &mut rm, &mut rv, &mut sm, &mut si, &mut y, red).unwrap();
-                let mut dx = vec![0.0f32; s.x_len()];
-                let (mut dg, mut db) = (vec![0.5f32; s.c], vec![-0.5f32; s.c]);
-                bn_bwd(s, &x, &dy, &gamma, &sm, &si, &mut dx, &mut dg, &mut db, red).unwrap();
-                [y, rm, rv, sm, si, dx, dg, db].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
-            };
-            assert!(NoReduce.is_identity() && !OpaqueNoReduce.is_identity());
-            let (local, global) = (run(&mut NoReduce), run(&mut OpaqueNoReduce));
-            for (i, name) in ["y", "running_mean", "running_var", "save_mean", "save_invstd", "dx", "dgamma", "dbeta"]
-                .iter()
-                .enumerate()
-            {
-                assert_eq!(local[i], global[i], "{name} differs at {s:?}");
-            }
-        }
-    }
 
     #[test]
     fn running_statistics_update_as_pytorch() {
