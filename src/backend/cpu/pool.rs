@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::real::Real;
 use crate::backend::shapes::PoolShape;
 
-/// Rows per parallel task: about `CHUNK` input elements each (one task per row cost more than the row's work).
+/// Rows per parallel task: about `CHUNK` input elements each, as the other element-wise kernels split their work.
 const CHUNK: usize = 1 << 14;
 
 fn rows_per_task(l: usize) -> usize {
