@@ -34,7 +34,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, CudaViewMut};
+use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, CudaViewMut, DevicePtrMut};
 use cudarc::nccl::{Comm as NcclComm, Id, NcclType, ReduceOp};
 
 use crate::dist::comm::{Comm, HostBucket};
@@ -121,10 +121,16 @@ impl Lane {
         let lane = self.name;
         self.written.record(compute).map_err(|e| cuda_err(&format!("event record (data written, {lane})"), e))?;
         self.stream.wait(&self.written).map_err(|e| cuda_err(&format!("stream wait (data written, {lane})"), e))?;
+        self.sum_in_place(buf)
+    }
+
+    /// Queue the in-place sum over ranks of `buf` on the lane's stream, with no event (cudarc's per-buffer events
+    /// order it with the buffer's other uses).
+    fn sum_in_place<T: NcclType, B: DevicePtrMut<T>>(&self, buf: &mut B) -> Result<()> {
         self.comm
             .all_reduce_in_place(buf, &ReduceOp::Sum)
             .map(|_| ())
-            .map_err(|e| nccl_err(&format!("all_reduce ({lane})"), e))
+            .map_err(|e| nccl_err(&format!("all_reduce ({})", self.name), e))
     }
 
     /// Make `compute` wait (on the device, not the host) for every sum queued so far on this lane, and for nothing
@@ -218,7 +224,7 @@ impl Nccl {
     /// Sum `buf` over ranks in place. Queued on the gradients' stream; cudarc's per-buffer events order it after
     /// earlier writes to `buf` and later uses after it.
     pub fn all_reduce_sum(&self, buf: &mut CudaSlice<f32>) -> Result<()> {
-        self.grads.comm.all_reduce_in_place(buf, &ReduceOp::Sum).map(|_| ()).map_err(|e| nccl_err("all_reduce", e))
+        self.grads.sum_in_place(buf)
     }
 
     /// Sum `buf` (f64 batch statistics written by work on `compute`) over ranks in place, on the statistics' lane:
@@ -299,10 +305,7 @@ impl Comm for Nccl {
         for (d, h) in staging.iter_mut().zip(buckets.iter()) {
             if !h.data.is_empty() {
                 let mut view = d.slice_mut(0..h.data.len());
-                self.grads
-                    .comm
-                    .all_reduce_in_place(&mut view, &ReduceOp::Sum)
-                    .map_err(|e| nccl_err("all_reduce", e))?;
+                self.grads.sum_in_place(&mut view)?;
             }
         }
         let r = during();
