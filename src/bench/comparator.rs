@@ -5,6 +5,9 @@
 //! training step are timed too (`torch_reference.py bench --reference-src`). No python with torch: the table
 //! says "comparator: torch not found" and has the mfd numbers only.
 //!
+//! The script comes from the source tree (the build's or the current directory's), else from the copy built into
+//! the binary, written to `<work>/comparator/`.
+//!
 //! The python is `--torch-python`, else `$MFD_TORCH_PYTHON`, else `python3` ("none" turns the comparator off); it
 //! needs torch and numpy (and, for `--reference-src`, pytorch_lightning, torchmetrics, pandas and pyyaml).
 
@@ -61,13 +64,38 @@ pub fn find(args: &BenchArgs) -> Result<Comparator, String> {
     if python.as_os_str() == "none" {
         return Err("off (--torch-python none)".into());
     }
-    let script =
-        [Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py"), "bench/torch_reference.py".into()]
-            .into_iter()
-            .find(|p| p.is_file())
-            .ok_or_else(|| "bench/torch_reference.py not found".to_string())?;
     let torch = probe(&python)?;
+    let script = script(&args.work)?;
     Ok(Comparator { python, script, reference_src: args.reference_src.clone(), torch })
+}
+
+/// The script and the two configs it reads (`HERE/../configs/`), built into the binary so that an installed or
+/// copied `mfd` has its comparator too.
+const EMBEDDED: [(&str, &str); 3] = [
+    ("bench/torch_reference.py", include_str!("../../bench/torch_reference.py")),
+    ("configs/default.toml", include_str!("../../configs/default.toml")),
+    ("configs/metadata_mapping.toml", include_str!("../../configs/metadata_mapping.toml")),
+];
+
+/// bench/torch_reference.py of the source tree this binary was built from, else of the current directory (both
+/// the one being edited), else the embedded copy written under `<work>/comparator/`.
+fn script(work: &Path) -> Result<PathBuf, String> {
+    let tree = [Path::new(env!("CARGO_MANIFEST_DIR")).join(EMBEDDED[0].0), EMBEDDED[0].0.into()];
+    if let Some(p) = tree.into_iter().find(|p| p.is_file()) {
+        return Ok(p);
+    }
+    write_embedded(&work.join("comparator"))
+}
+
+/// Writes the embedded files under `root`; returns the script's path.
+fn write_embedded(root: &Path) -> Result<PathBuf, String> {
+    for (rel, text) in EMBEDDED {
+        let path = root.join(rel);
+        let dir = path.parent().expect("a relative path with a folder");
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::data::binfile::write_atomic(&path, text.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    Ok(root.join(EMBEDDED[0].0))
 }
 
 /// torch.__version__ of `python`, or "torch not found (...)".
@@ -167,6 +195,25 @@ pub fn table(rows: &[Row], status: &str, with_reference: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The embedded copy is the tree's, and the configs the script reads sit where it looks (`HERE/../configs`).
+    #[test]
+    fn embedded_comparator_is_the_trees_and_finds_its_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = write_embedded(dir.path()).unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (rel, _) in EMBEDDED {
+            assert_eq!(std::fs::read(dir.path().join(rel)).unwrap(), std::fs::read(repo.join(rel)).unwrap(), "{rel}");
+        }
+        let text = std::fs::read_to_string(&script).unwrap();
+        let here = script.parent().unwrap();
+        for name in ["metadata_mapping.toml", "default.toml"] {
+            assert!(text.contains(&format!("\"configs\", \"{name}\"")), "the script no longer reads {name}");
+            assert!(here.join("../configs").join(name).is_file(), "{name}");
+        }
+        // Written again over an existing copy (a reused work directory).
+        assert_eq!(write_embedded(dir.path()).unwrap(), script);
+    }
 
     fn row(torch: Result<f64, String>, reference: Option<Result<f64, String>>) -> Row {
         Row { case: "C=30".into(), load: Some(1.5), mfd: 300.0, torch, reference }
