@@ -77,8 +77,8 @@ const EMBEDDED: [(&str, &str); 3] = [
     ("configs/metadata_mapping.toml", include_str!("../../configs/metadata_mapping.toml")),
 ];
 
-/// bench/torch_reference.py of the source tree this binary was built from, else of the current directory (both
-/// the one being edited), else the embedded copy written under `<work>/comparator/`.
+/// bench/torch_reference.py of the source tree this binary was built from, else of the current directory (so that
+/// an edited script is the one timed), else the embedded copy written under `<work>/comparator/`.
 fn script(work: &Path) -> Result<PathBuf, String> {
     let tree = [Path::new(env!("CARGO_MANIFEST_DIR")).join(EMBEDDED[0].0), EMBEDDED[0].0.into()];
     if let Some(p) = tree.into_iter().find(|p| p.is_file()) {
