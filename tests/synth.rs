@@ -339,3 +339,34 @@ fn refuses_non_empty_out_and_accepts_empty() {
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::remove_dir_all(&e);
 }
+
+/// The trainer refuses a synthesized directory from an older build of its preset or from another seed (it would
+/// otherwise prepare and train on it silently), and accepts the one it asked for.
+#[test]
+fn trainer_refuses_a_stale_synthesized_directory() {
+    use mfd::config::Config;
+    use mfd::train::trainer::ensure_dataset;
+    let root = scratch("stale");
+    let synth = root.join("synth");
+    synthesize(&preset("tiny").unwrap(), 7, &synth).unwrap();
+    let params = std::fs::read_to_string(synth.join("truth/params.json")).unwrap();
+    let mut v: Value = serde_json::from_str(&params).unwrap();
+    let cfg = |seed: u64| {
+        let ds = format!("data.dataset={}", root.join("dataset").display());
+        Config::parse(mfd::config::DEFAULT_CONFIG, Path::new("default.toml"), &[ds, format!("data.synth_seed={seed}")])
+            .unwrap()
+    };
+    let write = |v: &Value| std::fs::write(synth.join("truth/params.json"), v.to_string()).unwrap();
+    v["preset_version"] = Value::from(preset("tiny").unwrap().version - 1);
+    write(&v);
+    let e = ensure_dataset(&cfg(7)).unwrap_err().to_string();
+    assert!(e.contains("version") && e.contains("delete"), "{e}");
+    v["preset_version"] = Value::from(preset("tiny").unwrap().version);
+    write(&v);
+    let e = ensure_dataset(&cfg(1)).unwrap_err().to_string();
+    assert!(e.contains("seed 7") && e.contains("data.synth_seed"), "{e}");
+    assert!(!root.join("dataset").exists(), "nothing is prepared from a refused directory");
+    ensure_dataset(&cfg(7)).unwrap();
+    assert!(root.join("dataset/manifest.toml").exists());
+    let _ = std::fs::remove_dir_all(&root);
+}

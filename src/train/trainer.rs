@@ -67,6 +67,11 @@ pub struct RunSummary {
 /// Synthesize and prepare the dataset when the config asks for it and it is absent.
 pub fn ensure_dataset(cfg: &Config) -> Result<()> {
     let ds = &cfg.data.dataset;
+    let synth_dir = ds.parent().map(Path::to_path_buf).unwrap_or_default().join("synth");
+    if let Some(preset) = &cfg.data.synth_preset {
+        // A directory synthesized by an older build (or another seed) is refused, not trained on silently.
+        crate::data::synth::check_origin(&synth_dir, preset, cfg.data.synth_seed)?;
+    }
     if ds.join(crate::data::manifest::MANIFEST_FILE).exists() {
         return Ok(());
     }
@@ -76,8 +81,6 @@ pub fn ensure_dataset(cfg: &Config) -> Result<()> {
             format!("{} is not a prepared dataset and data.synth_preset is not set", ds.display()),
         ));
     };
-    let parent = ds.parent().map(Path::to_path_buf).unwrap_or_default();
-    let synth_dir = parent.join("synth");
     if !synth_dir.join("peaks.tsv").exists() {
         eprintln!("mfd: synthesizing the '{preset}' dataset into {}", synth_dir.display());
         if synth_dir.exists() {

@@ -463,6 +463,7 @@ fn params_json(
         "format": "mfd-synth-truth",
         "version": 1,
         "preset": p.name,
+        "preset_version": p.version,
         "seed": seed,
         "tile_size": TILE,
         "window_flank": super::factors::FLANK,

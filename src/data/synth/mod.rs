@@ -34,7 +34,7 @@
 //!   id. Every planted site (pre-broken sites for motif-creating variants are not instances and not listed).
 //! - `elements.bed`: chrom, start, end, element id (`<chrom>_e<i>`), kind (active | shared | decoy | empty),
 //!   active tissues (comma-separated tissue names; `all` for shared, `none` for decoy and empty).
-//! - `params.json`: preset, seed, tile size, window flank, temperature T, test contigs, contigs (name, length,
+//! - `params.json`: preset, `preset_version` (checked by the trainer: origin.rs), seed, tile size, window flank, temperature T, test contigs, contigs (name, length,
 //!   tile_offset, n_tiles), n_grid_tiles, motifs, tissues with programs, shared and decoy motifs, `w`
 //!   (n_tissues, n_motifs), k-mers and the Tn5 k-mer, `factor_columns`, `factor_norm` (z-score constants), rho,
 //!   labs (home tissues, alpha, pcr, base year), k-mer owner labs, held-out experiment ids, and per experiment:
@@ -60,6 +60,7 @@ mod factors;
 mod generate;
 mod genome;
 mod labels;
+mod origin;
 mod peaks_out;
 mod presets;
 mod programs;
@@ -69,6 +70,7 @@ mod scan;
 mod variants;
 
 pub use generate::{generate, Summary, TEST_CONTIGS};
+pub use origin::{check_origin, read_origin, Origin};
 pub use presets::{preset, Preset};
 
 use crate::error::{IoContext, MfdError, Result};

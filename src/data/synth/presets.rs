@@ -11,6 +11,9 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct Preset {
     pub name: &'static str,
+    /// Raised whenever the preset's output for a given seed changes (params.json `preset_version`): a dataset
+    /// prepared from an older version is refused by the trainer instead of being trained on silently (origin.rs).
+    pub version: u32,
     /// Contig names and lengths in FASTA order.
     pub contigs: Vec<(String, u64)>,
     /// Number of experiments O.
@@ -103,6 +106,7 @@ impl Preset {
         let contigs: Vec<(String, u64)> = names.into_iter().map(|c| (c, len)).collect();
         Preset {
             name,
+            version: CHR20_VERSION,
             contigs: contigs.clone(),
             n_experiments,
             n_labs: 6, // a multiple of the 6 tissues: each tissue has home labs of both GC-bias signs
@@ -128,11 +132,14 @@ impl Preset {
 
 /// Experiments of the real-sequence presets (v2; v1 had 48).
 const CHR20_EXPERIMENTS: usize = 72;
+/// Version of the real-sequence presets: 2 since they have 72 experiments.
+const CHR20_VERSION: u32 = 2;
 
 pub fn preset(name: &str) -> Result<Preset> {
     match name {
         "tiny" => Ok(Preset {
             name: "tiny",
+            version: 4, // tiny-v4: 72 experiments (v3: GC bias centred over the experiments)
             // Lengths deliberately not multiples of 128 (the partial last tile is not on the grid).
             contigs: contigs(&[("chr1", 1_600_037), ("chr2", 1_400_013), ("chr9", 450_101), ("chr10", 400_077)]),
             // 12 per tissue. With 24 (4 per tissue; 14 of them with a (lab, assay, year) of their own) the planted
@@ -159,6 +166,7 @@ pub fn preset(name: &str) -> Result<Preset> {
         }),
         "bench" => Ok(Preset {
             name: "bench",
+            version: 1,
             contigs: contigs(&[
                 ("chr1", 12_500_011),
                 ("chr2", 11_500_029),
@@ -187,6 +195,7 @@ pub fn preset(name: &str) -> Result<Preset> {
         }),
         "genome" => Ok(Preset {
             name: "genome",
+            version: 1,
             contigs: contigs(HG38),
             n_experiments: 2106,
             n_labs: 24,
