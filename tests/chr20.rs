@@ -104,7 +104,7 @@ fn chr20_small_technical_half_carries_gc() {
     let get = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
     eprintln!(
         "chr20-small, {epochs} epochs, {:.0} s: AUROC {:.4} = {:.3} x ceiling {:.4}; probe R2 bio / tech: z_bio {:.3} / {:.3}, \
-         z_tech {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}",
+         z_tech {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}; bio VEP rho {:.3}, VEP ratio {:.3}",
         t0.elapsed().as_secs_f64(),
         get("model_auroc"),
         get("auroc_ratio"),
@@ -117,6 +117,13 @@ fn chr20_small_technical_half_carries_gc() {
         get("gc_r2_tech"),
         get("kmer_r2_bio"),
         get("kmer_r2_tech"),
+        d["vep"]["rho"].as_f64().unwrap_or(f64::NAN),
+        d["vep"]["ratio"].as_f64().unwrap_or(f64::NAN),
+    );
+    assert!(
+        d["vep"]["motif_variants"].as_u64().unwrap_or(0) > 0,
+        "no VEP summary in disentanglement.json: {}",
+        d["vep"]
     );
     // The z_bio direction is seed noise at this size (module comment): asserted only on request.
     let (zb, zt) = (get("zbio_r2_bio"), get("zbio_r2_tech"));

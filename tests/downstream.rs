@@ -481,41 +481,6 @@ fn integrated_gradients_are_exact_and_complete() {
 //     cargo test --release --test downstream synthetic -- --nocapture
 // The checkpoint's config names its dataset; the synthetic inputs and truth are in <dataset>/../synth/.
 
-fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    fn ranks(v: &[f64]) -> Vec<f64> {
-        let mut idx: Vec<usize> = (0..v.len()).collect();
-        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
-        let mut r = vec![0.0; v.len()];
-        let mut i = 0;
-        while i < idx.len() {
-            let mut j = i;
-            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-                j += 1;
-            }
-            for &k in &idx[i..=j] {
-                r[k] = (i + j) as f64 / 2.0;
-            }
-            i = j + 1;
-        }
-        r
-    }
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = a.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
-}
-
-#[test]
-fn spearman_of_known_ranks() {
-    assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0]) - 1.0).abs() < 1e-12);
-    assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
-    // d = (0, 0, 1, -1): rho = 1 - 6 * 2 / (4 * 15) = 0.8
-    assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[1.0, 2.0, 4.0, 3.0]) - 0.8).abs() < 1e-12);
-}
-
 struct Synthetic {
     inf: Inference,
     synth: PathBuf,
@@ -532,56 +497,20 @@ fn synthetic() -> Synthetic {
     Synthetic { inf: Inference::load(&ckpt, None).unwrap(), synth, ckpt }
 }
 
-/// Biological VEPs (logit, mean over classes) of the motif variants and the truth: (Spearman of bio VEP vs the true
-/// mean delta z_bio over motif-breaking and motif-creating variants, their count, median |bio VEP| of GC-only
-/// variants, median |bio VEP| of motif-breaking variants).
+/// Biological VEPs against the variant truth (src/downstream/vep_truth.rs): (Spearman of bio VEP vs the true mean
+/// delta z_bio over motif-breaking and motif-creating variants, their count, median |bio VEP| of GC-only variants,
+/// median |bio VEP| of motif-breaking variants).
 fn synthetic_vep_summary(sy: &mut Synthetic) -> (f64, usize, f64, f64) {
-    let genome = Genome::Fasta(IndexedFasta::open(&sy.synth.join("genome.fa")).unwrap());
-    let truth = mfd::downstream::table::Table::read(&sy.synth.join("truth/variants.tsv")).unwrap();
-    let (ci, cc, cd) = (truth.col("id").unwrap(), truth.col("class").unwrap(), truth.col("mean_dz_bio").unwrap());
-    let p = Passes { shifts: 3, both_strands: true };
-    let mut reader = mfd::downstream::vcf::VcfReader::open(&sy.synth.join("variants.vcf")).unwrap();
-    let mut by_id = std::collections::HashMap::new();
-    let mut pend = Vec::new();
-    while let Some(v) = reader.next_variant().unwrap() {
-        if let Ok(pair) = variant_windows(&genome, &v, sy.inf.t, p, 32).unwrap() {
-            pend.push((v.id.clone(), pair));
-        }
-    }
-    for chunk in pend.chunks(64) {
-        let pairs: Vec<_> = chunk.iter().map(|(_, p)| p.clone()).collect();
-        for ((id, _), sc) in chunk.iter().zip(score_pairs(&mut sy.inf, &pairs, p, Scale::Logit).unwrap()) {
-            let m = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
-            by_id.insert(id.clone(), (m(&sc.bio), m(&sc.tech)));
-        }
-    }
-    let (mut vb, mut tz, mut gc_abs, mut mb_abs) = (vec![], vec![], vec![], vec![]);
-    for (_, r) in &truth.rows {
-        let Some(&(bio, _)) = by_id.get(&r[ci]) else { continue };
-        match r[cc].as_str() {
-            "motif_breaking" | "motif_creating" => {
-                vb.push(bio);
-                tz.push(r[cd].parse::<f64>().unwrap());
-                if r[cc] == "motif_breaking" {
-                    mb_abs.push(bio.abs());
-                }
-            }
-            "gc_only" => gc_abs.push(bio.abs()),
-            _ => {}
-        }
-    }
-    let rho = spearman(&vb, &tz);
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (m_gc, m_mb) = (med(&mut gc_abs), med(&mut mb_abs));
+    let v = mfd::downstream::vep_truth::vep_truth(&mut sy.inf, &sy.synth).unwrap().expect("variant truth");
     eprintln!(
-        "synthetic VEP ({}): Spearman(bio VEP, true delta z_bio) = {rho:.3} over {} motif variants; median |bio VEP|: gc_only {m_gc:.4}, motif_breaking {m_mb:.4}",
+        "synthetic VEP ({}): Spearman(bio VEP, true delta z_bio) = {:.3} over {} motif variants; median |bio VEP|: gc_only {:.4}, motif_breaking {:.4}",
         sy.ckpt.display(),
-        vb.len()
+        v.rho,
+        v.motif_variants,
+        v.median_abs_bio_gc_only,
+        v.median_abs_bio_motif_breaking
     );
-    (rho, vb.len(), m_gc, m_mb)
+    (v.rho, v.motif_variants, v.median_abs_bio_gc_only, v.median_abs_bio_motif_breaking)
 }
 
 /// Biological VEPs (logit, mean over classes) of motif-breaking and motif-creating variants rank like the true

@@ -113,5 +113,22 @@ fn the_report_has_axes_legends_colour_bar_curves_and_tables() {
     assert_eq!(table_rows(&html, "per-class"), o + 1);
     assert!(html.contains("<th>git_commit</th><td>abc1234</td>") && html.contains("<td>n&lt;1&gt;</td>"));
     assert!(table_rows(&html, "motif-probes") > 1 && table_rows(&html, "disentanglement") == 8);
-    eprintln!("report test: {:.1} s", t0.elapsed().as_secs_f64());
+    // The biological VEPs against the variant truth: every GC-only and motif-breaking variant scored.
+    let dis: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("disentanglement.json")).unwrap()).unwrap();
+    let vep = &dis["vep"];
+    let synth = mfd::train::report::truth_dir(&ds).unwrap().parent().unwrap().to_path_buf();
+    let vcf = std::fs::read_to_string(synth.join("variants.vcf")).unwrap();
+    let count = |class: &str| {
+        let tag = format!("CLASS={class}");
+        let has = |l: &str| l.split('\t').nth(7).is_some_and(|info| info.split(';').any(|kv| kv == tag));
+        vcf.lines().filter(|l| !l.starts_with('#') && has(l)).count() as u64
+    };
+    assert_eq!(vep["gc_only_variants"].as_u64(), Some(count("gc_only")), "{vep}");
+    assert_eq!(vep["motif_breaking_variants"].as_u64(), Some(count("motif_breaking")), "{vep}");
+    assert_eq!(vep["motif_variants"].as_u64(), Some(count("motif_breaking") + count("motif_creating")), "{vep}");
+    let (rho, ratio) = (vep["rho"].as_f64().unwrap(), vep["ratio"].as_f64().unwrap());
+    assert!((-1.0..=1.0).contains(&rho) && ratio.is_finite() && ratio > 0.0, "{vep}");
+    assert!(html.contains("<p id=\"vep-truth\">"), "the report does not show the VEP summary");
+    eprintln!("report test: {:.1} s (VEP rho {rho:.3}, ratio {ratio:.3})", t0.elapsed().as_secs_f64());
 }

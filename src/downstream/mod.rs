@@ -20,6 +20,7 @@ pub mod table;
 pub mod vcf;
 pub mod vcf_out;
 pub mod vep;
+pub mod vep_truth;
 
 /// A command-line count checked against its range, naming the option (sizes the tools allocate by).
 pub fn check_arg(name: &str, v: usize, lo: usize, hi: usize) -> crate::error::Result<usize> {

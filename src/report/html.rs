@@ -309,6 +309,22 @@ fn disentanglement_section(dis: Option<&Disentanglement>, macro_auroc: f64) -> S
         fmt(d.oracle_auroc),
         fmt(macro_auroc / d.oracle_auroc)
     );
+    if let Some(v) = &d.vep {
+        let _ = write!(
+            h,
+            "<p id=\"vep-truth\">Biological VEPs against the variant truth (logit, mean over classes, {} shifts, both \
+             strands): Spearman to the true delta z_bio {} over {} motif-breaking and -creating variants; median \
+             |bio VEP| of {} GC-only variants / that of {} motif-breaking ones = {} / {} = {}.</p>",
+            crate::downstream::vep_truth::SHIFTS,
+            fmt(v.rho),
+            v.motif_variants,
+            v.gc_only_variants,
+            v.motif_breaking_variants,
+            fmt(v.median_abs_bio_gc_only),
+            fmt(v.median_abs_bio_motif_breaking),
+            fmt(v.ratio)
+        );
+    }
     h.push_str("<h3>Per planted motif</h3>");
     if d.motifs.is_empty() {
         h.push_str("<p>The truth lists no planted motifs.</p>");

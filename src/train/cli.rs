@@ -145,11 +145,18 @@ fn eval_on(args: &EvalArgs, comm: &dyn crate::dist::Comm) -> Result<()> {
     println!("split\ttiles\tbce\tmacro_auroc\tmacro_auprc");
     println!("{}\t{}\t{:.6}\t{:.4}\t{:.4}", args.split, res.n, res.bce, res.macro_auroc, res.macro_auprc);
     if let Some(truth) = crate::train::report::truth_dir(&ds) {
-        let d = crate::train::report::disentanglement(&ds, &truth, &res, cfg.model.c)?;
+        let mut d = crate::train::report::disentanglement(&ds, &truth, &res, cfg.model.c)?;
+        d.vep = crate::train::report::vep_against_truth(&truth, &args.checkpoint, &ds)?;
         println!(
             "probe R2 (bio / tech): z_bio {:.3} / {:.3}, z_tech {:.3} / {:.3}, programs {:.3} / {:.3}, motifs {:.3} / {:.3}, GC {:.3} / {:.3}, k-mers {:.3} / {:.3}; oracle AUROC {:.4}, model / oracle {:.3}",
             d.zbio_r2_bio, d.zbio_r2_tech, d.ztech_r2_bio, d.ztech_r2_tech, d.program_r2_bio, d.program_r2_tech, d.motif_r2_bio, d.motif_r2_tech, d.gc_r2_bio, d.gc_r2_tech, d.kmer_r2_bio, d.kmer_r2_tech, d.oracle_auroc, d.auroc_ratio
         );
+        if let Some(v) = &d.vep {
+            println!(
+                "biological VEP vs truth: Spearman to true delta z_bio {:.3} over {} motif variants; median |bio VEP| gc_only / motif_breaking {:.4} / {:.4} = {:.3}",
+                v.rho, v.motif_variants, v.median_abs_bio_gc_only, v.median_abs_bio_motif_breaking, v.ratio
+            );
+        }
         let path = out.join(format!("disentanglement_{}.json", args.split));
         crate::data::binfile::write_atomic(&path, serde_json::to_string_pretty(&d).unwrap_or_default().as_bytes())?;
         eprintln!("mfd: wrote {}", path.display());

@@ -1,12 +1,14 @@
 //! Run outputs after evaluation: per-class metrics (TSV + JSON summary), disentanglement against the synthetic
 //! truth (linear-probe R^2 of each feature half to the true logits z_bio and z_tech, the motif factors (planted
 //! counts, or PWM scan strengths on the real-sequence presets), GC and technical k-mers; the oracle AUROC of the
-//! generator's noise-free probabilities, the ceiling, and the model's ratio to it), and `report.html` (laid out
-//! by `report::html`). Probes are fitted on one half of the evaluated tiles and scored on the other (probe.rs).
+//! generator's noise-free probabilities, the ceiling, and the model's ratio to it; the biological VEPs against
+//! the variant truth when a checkpoint is given), and `report.html` (laid out by `report::html`). Probes are fitted on one half of the evaluated tiles and scored on the other (probe.rs).
 
 use crate::config::Config;
 use crate::data::binfile::{write_atomic, BinFile, DType};
 use crate::data::dataset::Dataset;
+use crate::downstream::model::Inference;
+use crate::downstream::vep_truth::{vep_truth, VepTruth};
 use crate::error::{IoContext, MfdError, Result};
 use crate::report::html::{page, ReportInput};
 use crate::train::evaluate::EvalResult;
@@ -51,6 +53,9 @@ pub struct Disentanglement {
     pub tiles: usize,
     /// Per planted motif (params.json order): which half explains its count, and whether it moves labels.
     pub motifs: Vec<MotifProbe>,
+    /// Biological VEPs against the variant truth (rho and the gc_only / motif_breaking ratio); `None` without a
+    /// checkpoint to score or without variant truth.
+    pub vep: Option<VepTruth>,
 }
 
 /// Probe R^2 of one planted motif's count from each feature half.
@@ -68,6 +73,14 @@ pub fn truth_dir(ds: &Dataset) -> Option<PathBuf> {
     let fasta = ds.manifest().sources.iter().find(|s| s.role == "fasta")?;
     let dir = Path::new(&fasta.path).parent()?.join("truth");
     dir.join("params.json").exists().then_some(dir)
+}
+
+/// The biological VEPs of `checkpoint` against the variant truth of the synthesized directory that holds `truth`
+/// (downstream/vep_truth.rs); `Ok(None)` when it has none.
+pub fn vep_against_truth(truth: &Path, checkpoint: &Path, ds: &Dataset) -> Result<Option<VepTruth>> {
+    let Some(synth) = truth.parent() else { return Ok(None) };
+    let mut inf = Inference::load(checkpoint, Some(ds.dir()))?;
+    vep_truth(&mut inf, synth)
 }
 
 /// Truth rows (global grid tile index) of the evaluated dataset tiles.
@@ -288,7 +301,13 @@ pub fn write_report(
     }
     let corr = cross_correlation(&tech, c, &bio, c);
     let dis = match truth_dir(ds) {
-        Some(t) => Some(disentanglement(ds, &t, test, c)?),
+        Some(t) => {
+            let mut d = disentanglement(ds, &t, test, c)?;
+            if let Some(ck) = checkpoint {
+                d.vep = vep_against_truth(&t, ck, ds)?;
+            }
+            Some(d)
+        }
         None => None,
     };
     if let Some(d) = &dis {
