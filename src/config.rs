@@ -102,6 +102,12 @@ pub struct TrainConfig {
     /// than a free output layer would (docs/LEARNING.md section 7). 1 = the reference (one lr for the model).
     #[serde(default = "one_f64")]
     pub hyper_lr_scale: f64,
+    /// Learning-rate schedule over the run's planned steps, applied to every learning rate (trunk, hypernetworks,
+    /// adversaries): "constant" (the reference) or "cosine" (lr x (1 + cos(pi s / S)) / 2 at step s of S, down to 0
+    /// at the end; S = epochs x steps per epoch, or max_steps when smaller). Extending a run with `--resume --set
+    /// train.epochs=N` stretches the remaining schedule to the new S.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     #[serde(default)]
     pub weight_decay: f64,
     pub epochs: usize,
@@ -212,6 +218,28 @@ impl std::fmt::Display for Precision {
             Precision::Tf32 => "tf32",
             Precision::Bf16 => "bf16",
         })
+    }
+}
+
+/// `train.lr_schedule`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The multiplier of every learning rate for the update after `step` steps of a run planned for `total`.
+    pub fn factor(self, step: u64, total: u64) -> f64 {
+        match self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine => {
+                let x = step.min(total) as f64 / total.max(1) as f64;
+                0.5 * (1.0 + (std::f64::consts::PI * x).cos())
+            }
+        }
     }
 }
 
@@ -450,6 +478,17 @@ fn apply_override(doc: &mut toml::Table, o: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_schedule_factor() {
+        let c = LrSchedule::Cosine;
+        assert_eq!(LrSchedule::Constant.factor(7, 10), 1.0);
+        assert_eq!(c.factor(0, 10), 1.0);
+        assert!((c.factor(5, 10) - 0.5).abs() < 1e-15);
+        assert!((c.factor(10, 10)).abs() < 1e-15 && c.factor(12, 10).abs() < 1e-15, "0 from the end on");
+        assert_eq!(c.factor(3, 0), 1.0, "no planned steps: nothing to schedule");
+        assert!((0..10).all(|s| c.factor(s + 1, 10) < c.factor(s, 10)), "decreasing");
+    }
 
     #[test]
     fn default_parses_and_overrides_apply() {

@@ -55,3 +55,77 @@ fn hyper_lr_scale_must_be_positive() {
         assert!(e.contains("train.hyper_lr_scale"), "{bad}: {e}");
     }
 }
+
+/// `lr_factor` (what `train.lr_schedule` sets before each step) scales every group's learning rate.
+#[test]
+fn the_schedule_factor_scales_every_learning_rate() {
+    let be = CpuBackend;
+    let cfg =
+        Config::load(None, &["train.lr=0.01".into(), "train.hyper_lr_scale=0.1".into(), "adversary.lr=0.002".into()])
+            .unwrap();
+    let mut m = common::tiny_mfd(&be, false);
+    let before = m.params.to_host(&be).unwrap();
+    let ones: Vec<Vec<f32>> = m.params.table.specs.iter().map(|s| vec![1.0; s.numel()]).collect();
+    for (g, h) in m.params.grads.iter_mut().zip(&ones) {
+        be.write(g, h).unwrap();
+    }
+    let (mut opt_model, mut opt_adv) = optimisers(&be, &m.params, &cfg).unwrap();
+    opt_model.lr_factor = 0.25;
+    opt_adv.lr_factor = 0.25;
+    opt_model.update(&be, &mut m.params).unwrap();
+    opt_adv.update(&be, &mut m.params).unwrap();
+    let after = m.params.to_host(&be).unwrap();
+    for ((spec, b), a) in m.params.table.specs.iter().zip(&before).zip(&after) {
+        let want = match spec.group {
+            Group::Buffer => 0.0,
+            Group::Adversary => 0.25 * 0.002,
+            Group::Model if spec.name.starts_with(HYPER_PREFIX) => 0.25 * 0.001,
+            Group::Model => 0.25 * 0.01,
+        };
+        for (x, y) in b.iter().zip(a) {
+            let step = (x - y) as f64;
+            assert!((step - want).abs() < 1e-6, "{}: step {step}, want {want}", spec.name);
+        }
+    }
+}
+
+/// A run with `train.lr_schedule = "cosine"` logs lr x (1 + cos(pi s / S)) / 2 for the update of step s (0-based)
+/// of S planned steps, and one with "constant" the lr itself.
+#[test]
+fn cosine_schedule_in_a_training_run() {
+    let root = tempfile::tempdir().unwrap();
+    let lr_of = |schedule: &str| -> Vec<(u64, f64)> {
+        let mut sets = common::tiny_overrides(&root.path().join("data/dataset"));
+        let out = root.path().join(schedule);
+        sets.extend([
+            "train.max_steps=40".into(),
+            "train.log_every=10".into(),
+            "train.lr=0.004".into(),
+            format!("train.lr_schedule={schedule}"),
+            format!("train.out={}", toml::Value::String(out.to_string_lossy().into_owned())),
+        ]);
+        let cfg = Config::load(None, &sets).unwrap();
+        let opts = mfd::train::trainer::TrainOptions {
+            resume: mfd::train::trainer::Resume::No,
+            skip_final_eval: true,
+            overwrite: false,
+        };
+        mfd::train::trainer::run(&cfg, &opts).unwrap();
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "train")
+            .map(|v| (v["step"].as_u64().unwrap(), v["lr"].as_f64().unwrap()))
+            .collect()
+    };
+    let cosine = lr_of("cosine");
+    assert_eq!(cosine.iter().map(|r| r.0).collect::<Vec<_>>(), vec![10, 20, 30, 40]);
+    for (step, lr) in cosine {
+        let want = 0.004 * 0.5 * (1.0 + (std::f64::consts::PI * (step - 1) as f64 / 40.0).cos());
+        assert!((lr - want).abs() < 1e-12, "step {step}: lr {lr}, want {want}");
+    }
+    assert!(lr_of("constant").iter().all(|&(_, lr)| lr == 0.004));
+    let e = Config::load(None, &["train.lr_schedule=linear".into()]).unwrap_err().to_string();
+    assert!(e.contains("lr_schedule") || e.contains("linear"), "{e}");
+}

@@ -28,6 +28,8 @@ pub struct AmsGrad<B: Backend> {
     pub state: Vec<Moments<B::Buf>>,
     /// Learning-rate multiplier of each entry of `state` (1 unless `scale_lr` changed it).
     pub lr_scale: Vec<f64>,
+    /// Multiplier of every learning rate for the next update (`train.lr_schedule`; 1 = constant).
+    pub lr_factor: f64,
 }
 
 /// First moment, second moment and running max of the second moment of parameter `index` (device or host).
@@ -49,7 +51,7 @@ impl<B: Backend> AmsGrad<B> {
             }
         }
         let lr_scale = vec![1.0; state.len()];
-        Ok(AmsGrad { cfg, group, step: 0, state, lr_scale })
+        Ok(AmsGrad { cfg, group, step: 0, state, lr_scale, lr_factor: 1.0 })
     }
 
     /// Multiply the learning rate of every tensor whose name starts with `prefix` by `factor`.
@@ -66,7 +68,7 @@ impl<B: Backend> AmsGrad<B> {
         self.step += 1;
         for (st, &scale) in self.state.iter_mut().zip(&self.lr_scale) {
             let i = st.index;
-            let cfg = AdamConfig { lr: self.cfg.lr * scale, ..self.cfg };
+            let cfg = AdamConfig { lr: self.cfg.lr * scale * self.lr_factor, ..self.cfg };
             be.amsgrad_step(
                 &cfg,
                 self.step,

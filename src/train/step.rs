@@ -48,6 +48,9 @@ impl<B: Backend> Training<'_, B> {
         deferred: bool,
     ) -> Result<StepReport> {
         let (be, comm, cfg) = (self.be, self.comm, self.cfg);
+        let lr_factor = self.lr_factor();
+        self.opt_model.lr_factor = lr_factor;
+        self.opt_adv.lr_factor = lr_factor;
         // The batch is made where the model runs: on CUDA only the B/W tile indices cross the bus.
         be.encode_resident(&mut self.resident, &self.ds, plan, cfg.model.seq_len, &mut self.tokens, &mut self.labels)?;
         let (tokens, labels) = (&self.tokens, &self.labels);

@@ -224,6 +224,11 @@ impl<B: Backend> Training<'_, B> {
         }
     }
 
+    /// The learning-rate multiplier of `train.lr_schedule` for the next update.
+    pub(crate) fn lr_factor(&self) -> f64 {
+        self.cfg.train.lr_schedule.factor(self.pos.global_step, self.planned_steps())
+    }
+
     /// Steps the whole run will have done at its end (epochs x steps per epoch, or `max_steps` when smaller).
     fn planned_steps(&self) -> u64 {
         let per_epoch = (self.train_idx.len() / self.cfg.train.batch_size.max(1)) as u64;
@@ -314,7 +319,7 @@ impl<B: Backend> Training<'_, B> {
         let [bce, loss, adv] = v.map(|x| x / self.world as f64);
         self.log.write(json!({"kind": "train", "epoch": self.pos.epoch, "step": step, "loss": loss, "bce": bce,
             "corr": r.terms.corr, "r2_bio": r.terms.r2_bio, "r2_tech": r.terms.r2_tech, "adv_loss": adv,
-            "lr": cfg.train.lr, "seq_per_s": sps, "world": self.world,
+            "lr": cfg.train.lr * self.opt_model.lr_factor, "seq_per_s": sps, "world": self.world,
             "exposed_grad_comm_ms": 1e3 * r.exposed_comm, "elapsed_s": self.start.elapsed().as_secs_f64()}))?;
         Ok(Some(format!("loss {loss:.4} bce {bce:.4} {sps:.0} seq/s")))
     }
