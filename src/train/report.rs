@@ -2,7 +2,8 @@
 //! truth (linear-probe R^2 of each feature half to the true logits z_bio and z_tech, the motif factors (planted
 //! counts, or PWM scan strengths on the real-sequence presets), GC and technical k-mers; the oracle AUROC of the
 //! generator's noise-free probabilities, the ceiling, and the model's ratio to it; the biological VEPs against
-//! the variant truth when a checkpoint is given), and `report.html` (laid out by `report::html`). Probes are fitted on one half of the evaluated tiles and scored on the other (probe.rs).
+//! the variant truth when a checkpoint is given), and `report.html` (laid out by `report::html`). Probes are
+//! fitted on one half of the evaluated tiles and scored on the other (probe.rs).
 
 use crate::config::Config;
 use crate::data::binfile::{write_atomic, BinFile, DType};
