@@ -12,12 +12,14 @@ use mfd::train::optim::{optimisers, HYPER_PREFIX};
 
 mod common;
 
-#[test]
-fn hypernetworks_step_at_the_scaled_learning_rate() {
+/// Every value before and after one update of both optimisers of the config `sets` with every gradient 1 and the
+/// schedule factor `lr_factor`, with the parameter specs.
+fn one_update_from_unit_grads(
+    sets: &[&str],
+    lr_factor: f64,
+) -> (Vec<mfd::model::params::ParamSpec>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let be = CpuBackend;
-    let cfg =
-        Config::load(None, &["train.lr=0.01".into(), "train.hyper_lr_scale=0.1".into(), "adversary.lr=0.002".into()])
-            .unwrap();
+    let cfg = Config::load(None, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     let mut m = common::tiny_mfd(&be, false);
     let before = m.params.to_host(&be).unwrap();
     let ones: Vec<Vec<f32>> = m.params.table.specs.iter().map(|s| vec![1.0; s.numel()]).collect();
@@ -25,12 +27,21 @@ fn hypernetworks_step_at_the_scaled_learning_rate() {
         be.write(g, h).unwrap();
     }
     let (mut opt_model, mut opt_adv) = optimisers(&be, &m.params, &cfg).unwrap();
+    opt_model.lr_factor = lr_factor;
+    opt_adv.lr_factor = lr_factor;
     opt_model.update(&be, &mut m.params).unwrap();
     opt_adv.update(&be, &mut m.params).unwrap();
     let after = m.params.to_host(&be).unwrap();
+    (m.params.table.specs.clone(), before, after)
+}
 
+const SETS: [&str; 3] = ["train.lr=0.01", "train.hyper_lr_scale=0.1", "adversary.lr=0.002"];
+
+#[test]
+fn hypernetworks_step_at_the_scaled_learning_rate() {
+    let (specs, before, after) = one_update_from_unit_grads(&SETS, 1.0);
     let mut seen = [0usize; 3];
-    for ((spec, b), a) in m.params.table.specs.iter().zip(&before).zip(&after) {
+    for ((spec, b), a) in specs.iter().zip(&before).zip(&after) {
         let (want, kind) = match spec.group {
             Group::Buffer => (0.0, None),
             Group::Adversary => (0.002, Some(2)),
@@ -59,23 +70,8 @@ fn hyper_lr_scale_must_be_positive() {
 /// `lr_factor` (what `train.lr_schedule` sets before each step) scales every group's learning rate.
 #[test]
 fn the_schedule_factor_scales_every_learning_rate() {
-    let be = CpuBackend;
-    let cfg =
-        Config::load(None, &["train.lr=0.01".into(), "train.hyper_lr_scale=0.1".into(), "adversary.lr=0.002".into()])
-            .unwrap();
-    let mut m = common::tiny_mfd(&be, false);
-    let before = m.params.to_host(&be).unwrap();
-    let ones: Vec<Vec<f32>> = m.params.table.specs.iter().map(|s| vec![1.0; s.numel()]).collect();
-    for (g, h) in m.params.grads.iter_mut().zip(&ones) {
-        be.write(g, h).unwrap();
-    }
-    let (mut opt_model, mut opt_adv) = optimisers(&be, &m.params, &cfg).unwrap();
-    opt_model.lr_factor = 0.25;
-    opt_adv.lr_factor = 0.25;
-    opt_model.update(&be, &mut m.params).unwrap();
-    opt_adv.update(&be, &mut m.params).unwrap();
-    let after = m.params.to_host(&be).unwrap();
-    for ((spec, b), a) in m.params.table.specs.iter().zip(&before).zip(&after) {
+    let (specs, before, after) = one_update_from_unit_grads(&SETS, 0.25);
+    for ((spec, b), a) in specs.iter().zip(&before).zip(&after) {
         let want = match spec.group {
             Group::Buffer => 0.0,
             Group::Adversary => 0.25 * 0.002,
