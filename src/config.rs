@@ -89,6 +89,24 @@ pub struct LossConfig {
     /// Add ||R||_F to the adversarial term (cov_and_adv).
     #[serde(default = "yes")]
     pub cov_and_adv: bool,
+    /// Warm-up of the independence terms, in epochs (not in the paper): the model loss uses lambda_indep x
+    /// min(1, s / S) at step s, S = this many epochs of steps, so the trunk first learns the labels and the
+    /// penalty then separates what it has learnt (docs/LEARNING.md section 10). The adversaries train from the first
+    /// step either way. 0 = the paper and the reference (the full penalty from the first step).
+    #[serde(default)]
+    pub indep_warmup_epochs: f64,
+}
+
+impl LossConfig {
+    /// The multiplier of lambda_indep for the step after `step` steps, with `per_epoch` steps in an epoch.
+    pub fn indep_factor(&self, step: u64, per_epoch: u64) -> f64 {
+        let warmup = self.indep_warmup_epochs * per_epoch as f64;
+        if warmup <= 0.0 {
+            1.0
+        } else {
+            (step as f64 / warmup).min(1.0)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,6 +374,7 @@ impl Config {
         float_range("adversary.lr", a.lr, f64::MIN_POSITIVE, 10.0)?;
         int_range("adversary.steps_per_model_step", a.steps_per_model_step, 1, 1000)?;
         float_range("loss.lambda_indep", self.loss.lambda_indep, 0.0, 1e6)?;
+        float_range("loss.indep_warmup_epochs", self.loss.indep_warmup_epochs, 0.0, 1e6)?;
         let t = &self.train;
         int_range("train.batch_size", t.batch_size, 2, 1 << 16)?;
         float_range("train.lr", t.lr, f64::MIN_POSITIVE, 10.0)?;
@@ -488,6 +507,19 @@ mod tests {
         assert!((c.factor(10, 10)).abs() < 1e-15 && c.factor(12, 10).abs() < 1e-15, "0 from the end on");
         assert_eq!(c.factor(3, 0), 1.0, "no planned steps: nothing to schedule");
         assert!((0..10).all(|s| c.factor(s + 1, 10) < c.factor(s, 10)), "decreasing");
+    }
+
+    #[test]
+    fn penalty_warmup_factor() {
+        let mut l = Config::load(None, &[]).unwrap().loss;
+        assert_eq!(l.indep_warmup_epochs, 0.0, "the paper's: no warm-up");
+        assert_eq!(l.indep_factor(0, 100), 1.0);
+        l.indep_warmup_epochs = 2.5;
+        assert_eq!(l.indep_factor(0, 100), 0.0);
+        assert_eq!(l.indep_factor(125, 100), 0.5);
+        assert_eq!(l.indep_factor(250, 100), 1.0);
+        assert_eq!(l.indep_factor(9_999, 100), 1.0);
+        assert_eq!(l.indep_factor(7, 0), 1.0, "an epoch of no steps: no warm-up");
     }
 
     #[test]

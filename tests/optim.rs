@@ -85,35 +85,37 @@ fn the_schedule_factor_scales_every_learning_rate() {
     }
 }
 
+/// The `train` rows of metrics.jsonl of a 40-step tiny run (a row every 10 steps) with these extra overrides.
+fn train_rows(root: &std::path::Path, name: &str, extra: &[String]) -> Vec<serde_json::Value> {
+    let mut sets = common::tiny_overrides(&root.join("data/dataset"));
+    let out = root.join(name);
+    sets.extend(["train.max_steps=40".into(), "train.log_every=10".into()]);
+    sets.extend(extra.iter().cloned());
+    sets.push(format!("train.out={}", toml::Value::String(out.to_string_lossy().into_owned())));
+    let cfg = Config::load(None, &sets).unwrap();
+    let opts = mfd::train::trainer::TrainOptions {
+        resume: mfd::train::trainer::Resume::No,
+        skip_final_eval: true,
+        overwrite: false,
+    };
+    mfd::train::trainer::run(&cfg, &opts).unwrap();
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .collect()
+}
+
 /// A run with `train.lr_schedule = "cosine"` logs lr x (1 + cos(pi s / S)) / 2 for the update of step s (0-based)
 /// of S planned steps, and one with "constant" the lr itself.
 #[test]
 fn cosine_schedule_in_a_training_run() {
     let root = tempfile::tempdir().unwrap();
     let lr_of = |schedule: &str| -> Vec<(u64, f64)> {
-        let mut sets = common::tiny_overrides(&root.path().join("data/dataset"));
-        let out = root.path().join(schedule);
-        sets.extend([
-            "train.max_steps=40".into(),
-            "train.log_every=10".into(),
-            "train.lr=0.004".into(),
-            format!("train.lr_schedule={schedule}"),
-            format!("train.out={}", toml::Value::String(out.to_string_lossy().into_owned())),
-        ]);
-        let cfg = Config::load(None, &sets).unwrap();
-        let opts = mfd::train::trainer::TrainOptions {
-            resume: mfd::train::trainer::Resume::No,
-            skip_final_eval: true,
-            overwrite: false,
-        };
-        mfd::train::trainer::run(&cfg, &opts).unwrap();
-        std::fs::read_to_string(out.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|v| v["kind"] == "train")
-            .map(|v| (v["step"].as_u64().unwrap(), v["lr"].as_f64().unwrap()))
-            .collect()
+        let sets = ["train.lr=0.004".into(), format!("train.lr_schedule={schedule}")];
+        let rows = train_rows(root.path(), schedule, &sets);
+        rows.iter().map(|v| (v["step"].as_u64().unwrap(), v["lr"].as_f64().unwrap())).collect()
     };
     let cosine = lr_of("cosine");
     assert_eq!(cosine.iter().map(|r| r.0).collect::<Vec<_>>(), vec![10, 20, 30, 40]);
@@ -124,4 +126,37 @@ fn cosine_schedule_in_a_training_run() {
     assert!(lr_of("constant").iter().all(|&(_, lr)| lr == 0.004));
     let e = Config::load(None, &["train.lr_schedule=linear".into()]).unwrap_err().to_string();
     assert!(e.contains("lr_schedule") || e.contains("linear"), "{e}");
+}
+
+/// `loss.indep_warmup_epochs`: the logged lambda of the update of step s (0-based) is lambda_indep x s / S while the
+/// warm-up lasts (S = warm-up epochs x steps per epoch), and the reported loss is BCE + that lambda x indep; without
+/// a warm-up, lambda_indep throughout.
+#[test]
+fn penalty_warmup_in_a_training_run() {
+    let root = tempfile::tempdir().unwrap();
+    // (step, lambda, loss - bce, the logged indep terms r2_bio + r2_tech + corr)
+    let run = |warmup: f64| -> Vec<(u64, f64, f64, f64)> {
+        let sets = ["loss.lambda_indep=0.01".into(), format!("loss.indep_warmup_epochs={warmup}")];
+        let rows = train_rows(root.path(), &format!("w{warmup}"), &sets);
+        let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+        let indep = |v: &serde_json::Value| num(v, "r2_bio") + num(v, "r2_tech") + num(v, "corr");
+        rows.iter()
+            .map(|v| (v["step"].as_u64().unwrap(), num(v, "lambda"), num(v, "loss") - num(v, "bce"), indep(v)))
+            .collect()
+    };
+    // A warm-up of 1,000 epochs lasts far beyond 40 steps: lambda grows linearly from 0.
+    let warm = run(1000.0);
+    assert_eq!(warm.len(), 4);
+    for w in warm.windows(2) {
+        let ((s0, l0, ..), (s1, l1, ..)) = (w[0], w[1]);
+        assert!(l0 > 0.0 && l1 < 0.01, "{warm:?}");
+        assert!(((l1 / l0) - (s1 - 1) as f64 / (s0 - 1) as f64).abs() < 1e-9, "not linear from 0: {warm:?}");
+    }
+    // The reported loss is BCE + this step's lambda x the independence terms (f32 sums).
+    let at_lambda = |r: &[(u64, f64, f64, f64)]| r.iter().all(|&(_, l, pen, ind)| (pen - l * ind).abs() < 1e-5);
+    assert!(at_lambda(&warm), "{warm:?}");
+    let full = run(0.0);
+    assert!(full.iter().all(|&(_, l, ..)| l == 0.01) && at_lambda(&full), "{full:?}");
+    let e = Config::load(None, &["loss.indep_warmup_epochs=-1".into()]).unwrap_err().to_string();
+    assert!(e.contains("loss.indep_warmup_epochs"), "{e}");
 }

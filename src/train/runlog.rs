@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The CSV's columns, in order (a row leaves the keys it lacks empty).
-pub const CSV_COLUMNS: [&str; 16] = [
+pub const CSV_COLUMNS: [&str; 17] = [
     "kind",
     "epoch",
     "step",
@@ -26,6 +26,7 @@ pub const CSV_COLUMNS: [&str; 16] = [
     "macro_auroc",
     "macro_auprc",
     "lr",
+    "lambda",
     "seq_per_s",
     "exposed_grad_comm_ms",
     "world",
@@ -225,7 +226,7 @@ mod tests {
         let csv = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
         assert_eq!(csv.lines().count(), 6);
         assert_eq!(csv.lines().next().unwrap(), CSV_COLUMNS.join(","));
-        assert_eq!(csv.lines().nth(5).unwrap(), "val,0,4,0.6,,,,,,0.7,,,,,,");
+        assert_eq!(csv.lines().nth(5).unwrap(), "val,0,4,0.6,,,,,,0.7,,,,,,,");
         // Resumed from step 2: steps 3, 4 and the validation row go.
         let log = RunLog::open(dir.path(), true, Some(2)).unwrap();
         drop(log);

@@ -20,6 +20,8 @@ pub(crate) struct StepReport {
     pub terms: LossTerms,
     /// The model loss at lambda (the backward ran with lambda x W).
     pub loss: f32,
+    /// This step's lambda: lambda_indep x the warm-up factor (`loss.indep_warmup_epochs`).
+    pub lambda: f64,
     pub adv_loss: f32,
     /// Seconds of gradient all-reduce not hidden behind compute.
     pub exposed_comm: f64,
@@ -56,9 +58,10 @@ impl<B: Backend> Training<'_, B> {
         let (tokens, labels) = (&self.tokens, &self.labels);
         let global_stats = cfg.dist.batch_stats == BatchStats::Global;
         let (lambda_factor, model_scale, adv_scale) = self.scales();
-        let lambda = cfg.loss.lambda_indep;
+        // The penalty's weight this step (`loss.indep_warmup_epochs`); the reported loss is at this lambda too.
+        let lambda = cfg.loss.lambda_indep * self.indep_factor();
         self.model.params.zero_grads(be, Group::Model)?;
-        let mut report = StepReport::default();
+        let mut report = StepReport { lambda, ..StepReport::default() };
         let (mut backward_compute, mut adversary_compute) = (0.0f64, 0.0f64);
         let pos = self.pos;
         let (model, adv_buckets, opt_adv) = (&mut self.model, &mut self.adv_buckets, &mut self.opt_adv);

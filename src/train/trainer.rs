@@ -229,10 +229,18 @@ impl<B: Backend> Training<'_, B> {
         self.cfg.train.lr_schedule.factor(self.pos.global_step, self.planned_steps())
     }
 
+    /// The multiplier of lambda_indep for the next step (`loss.indep_warmup_epochs`; 1 = the paper).
+    pub(crate) fn indep_factor(&self) -> f64 {
+        self.cfg.loss.indep_factor(self.pos.global_step, self.steps_per_epoch())
+    }
+
+    fn steps_per_epoch(&self) -> u64 {
+        (self.train_idx.len() / self.cfg.train.batch_size.max(1)) as u64
+    }
+
     /// Steps the whole run will have done at its end (epochs x steps per epoch, or `max_steps` when smaller).
     fn planned_steps(&self) -> u64 {
-        let per_epoch = (self.train_idx.len() / self.cfg.train.batch_size.max(1)) as u64;
-        let all = per_epoch * self.cfg.train.epochs as u64;
+        let all = self.steps_per_epoch() * self.cfg.train.epochs as u64;
         match self.cfg.train.max_steps as u64 {
             0 => all,
             m => m.min(all),
@@ -319,7 +327,8 @@ impl<B: Backend> Training<'_, B> {
         let [bce, loss, adv] = v.map(|x| x / self.world as f64);
         self.log.write(json!({"kind": "train", "epoch": self.pos.epoch, "step": step, "loss": loss, "bce": bce,
             "corr": r.terms.corr, "r2_bio": r.terms.r2_bio, "r2_tech": r.terms.r2_tech, "adv_loss": adv,
-            "lr": cfg.train.lr * self.opt_model.lr_factor, "seq_per_s": sps, "world": self.world,
+            "lr": cfg.train.lr * self.opt_model.lr_factor,
+            "lambda": r.lambda, "seq_per_s": sps, "world": self.world,
             "exposed_grad_comm_ms": 1e3 * r.exposed_comm, "elapsed_s": self.start.elapsed().as_secs_f64()}))?;
         Ok(Some(format!("loss {loss:.4} bce {bce:.4} {sps:.0} seq/s")))
     }
