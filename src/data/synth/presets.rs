@@ -220,9 +220,10 @@ pub fn preset(name: &str) -> Result<Preset> {
         // (12 per tissue, as tiny). With 48 the biological metadata named the lab of so many experiments that a
         // seed could keep GC and lose z_bio in the biological half (docs/LEARNING.md section 10).
         "chr20" => Ok(Preset::chr20("chr20", 10, 1_500_000, 2_000_000, 6_000_000, CHR20_EXPERIMENTS)),
-        // The CI size: `chr20` on 4 of its windows (chr1, chr2 train/val; chr9, chr10 test), 6 Mb; the same sequence
-        // and experiments as `mfd synth --preset chr20 --contigs chr1,chr2,chr9,chr10`. With 400-kb windows the
-        // default recipe learned no z_bio in 30 epochs (docs/LEARNING.md section 10).
+        // A quick look: `chr20` on 4 of its windows (chr1, chr2 train/val; chr9, chr10 test), 6 Mb; the same sequence
+        // and experiments as `mfd synth --preset chr20 --contigs chr1,chr2,chr9,chr10`. Too little training sequence
+        // to learn z_bio (none in 24 epochs), so tests/chr20.rs trains the whole preset for 8 epochs instead
+        // (docs/LEARNING.md section 10, "The CI size").
         "chr20-small" => {
             let full = Preset::chr20("chr20-small", 10, 1_500_000, 2_000_000, 6_000_000, CHR20_EXPERIMENTS);
             full.restrict(&["chr1".into(), "chr2".into(), "chr9".into(), "chr10".into()])
