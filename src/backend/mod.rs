@@ -259,6 +259,55 @@ pub trait Backend: Send + Sync {
         red: &mut dyn Reduce,
     ) -> Result<()>;
 
+    /// BatchNorm (training mode) then GELU, the pre-activation block's first two ops: act = gelu(bn(x)), the
+    /// statistics as `batch_norm_train_fwd`. `normed` (B, C, L) is the backend's to keep for
+    /// `batch_norm_gelu_bwd`: this default stores bn(x) there; the CPU backend leaves it alone and recomputes bn(x)
+    /// from x in backward (one pass over memory fewer each way).
+    fn batch_norm_gelu_train_fwd(
+        &self,
+        s: BnShape,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        running_mean: &mut Self::Buf,
+        running_var: &mut Self::Buf,
+        save_mean: &mut Self::Buf,
+        save_invstd: &mut Self::Buf,
+        normed: &mut Self::Buf,
+        act: &mut Self::Buf,
+        red: &mut dyn Reduce,
+    ) -> Result<()> {
+        self.batch_norm_train_fwd(s, x, gamma, beta, running_mean, running_var, save_mean, save_invstd, normed, red)?;
+        self.activation_fwd(Activation::Gelu, normed, act)
+    }
+    /// Backward of `batch_norm_gelu_train_fwd` from d_act: dx written, plus `skip` when given (the gradient of a
+    /// residual path around the block); dgamma and dbeta accumulated. `normed` is as the forward left it;
+    /// `d_normed` (B, C, L) is scratch.
+    fn batch_norm_gelu_bwd(
+        &self,
+        s: BnShape,
+        x: &Self::Buf,
+        normed: &Self::Buf,
+        d_act: &Self::Buf,
+        gamma: &Self::Buf,
+        _beta: &Self::Buf,
+        save_mean: &Self::Buf,
+        save_invstd: &Self::Buf,
+        skip: Option<&Self::Buf>,
+        d_normed: &mut Self::Buf,
+        dx: &mut Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+        red: &mut dyn Reduce,
+    ) -> Result<()> {
+        self.activation_bwd(Activation::Gelu, normed, d_act, d_normed)?;
+        self.batch_norm_bwd(s, x, d_normed, gamma, save_mean, save_invstd, dx, dgamma, dbeta, red)?;
+        if let Some(skip) = skip {
+            self.axpy(1.0, skip, dx)?;
+        }
+        Ok(())
+    }
+
     // ---- activations and pooling -----------------------------------------------------------------------------
     /// y = act(x), any shape.
     fn activation_fwd(&self, act: Activation, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;

@@ -77,7 +77,7 @@ impl<B: Backend> ConvBlock<B> {
         let c = self.cache.as_mut().expect("cache was just ensured");
         let (gamma, beta, rmean, rvar) = bn_tensors(&mut p.values, self.bn);
         if train {
-            be.batch_norm_train_fwd(
+            be.batch_norm_gelu_train_fwd(
                 bn_shape,
                 x,
                 gamma,
@@ -87,12 +87,13 @@ impl<B: Backend> ConvBlock<B> {
                 &mut c.save_mean,
                 &mut c.save_invstd,
                 &mut c.normed,
+                &mut c.act,
                 red,
             )?;
         } else {
             be.batch_norm_eval_fwd(bn_shape, x, gamma, beta, rmean, rvar, &mut c.normed)?;
+            be.activation_fwd(Activation::Gelu, &c.normed, &mut c.act)?;
         }
-        be.activation_fwd(Activation::Gelu, &c.normed, &mut c.act)?;
         be.conv1d_fwd(shape, &c.act, &p.values[self.w], out)?;
         if self.residual {
             be.axpy(1.0, x, out)?;
@@ -101,7 +102,8 @@ impl<B: Backend> ConvBlock<B> {
     }
 
     /// Backward from dy (B, C_out, L) given the forward input x: dx (B, C_in, L) written (including the residual
-    /// path); the conv weight and BatchNorm gradients accumulated. `hook` hears the conv weight, then the
+    /// path, and `skip` when given: the gradient of a residual path around this block that its caller owns); the
+    /// conv weight and BatchNorm gradients accumulated. `hook` hears the conv weight, then the
     /// BatchNorm's beta and gamma (reverse registration order), each as soon as its gradient is final.
     pub fn backward(
         &mut self,
@@ -110,6 +112,7 @@ impl<B: Backend> ConvBlock<B> {
         x: &B::Buf,
         dy: &B::Buf,
         dx: &mut B::Buf,
+        skip: Option<&B::Buf>,
         red: &mut dyn Reduce,
         hook: &mut dyn GradReady<B>,
     ) -> Result<()> {
@@ -119,15 +122,20 @@ impl<B: Backend> ConvBlock<B> {
         let bn_shape = BnShape { b: c.b, c: self.c_in, l: c.l };
         be.conv1d_bwd(shape, &c.act, &p.values[self.w], dy, &mut c.d_act, &mut p.grads[self.w])?;
         hook.ready(be, p, self.w)?;
-        be.activation_bwd(Activation::Gelu, &c.normed, &c.d_act, &mut c.d_normed)?;
+        assert!(!(self.residual && skip.is_some()), "a residual block owns its skip path");
+        let skip = if self.residual { Some(dy) } else { skip };
         let (dgamma, dbeta) = two_mut(&mut p.grads, self.bn.gamma, self.bn.beta);
-        be.batch_norm_bwd(
+        be.batch_norm_gelu_bwd(
             bn_shape,
             x,
-            &c.d_normed,
+            &c.normed,
+            &c.d_act,
             &p.values[self.bn.gamma],
+            &p.values[self.bn.beta],
             &c.save_mean,
             &c.save_invstd,
+            skip,
+            &mut c.d_normed,
             dx,
             dgamma,
             dbeta,
@@ -135,9 +143,6 @@ impl<B: Backend> ConvBlock<B> {
         )?;
         hook.ready(be, p, self.bn.beta)?;
         hook.ready(be, p, self.bn.gamma)?;
-        if self.residual {
-            be.axpy(1.0, dy, dx)?;
-        }
         Ok(())
     }
 }

@@ -220,12 +220,12 @@ impl<B: Backend> Trunk<B> {
                     hook.ready(be, p, *bias)?;
                     hook.ready(be, p, *w)?;
                 }
-                Layer::Block(blk) => blk.backward(be, p, x, dy, dx, red, hook)?,
+                Layer::Block(blk) => blk.backward(be, p, x, dy, dx, None, red, hook)?,
                 Layer::Dilated { k3, k1, mid, d_mid } => {
                     let (mid, d_mid) = (mid.as_ref().expect("allocated"), d_mid.as_mut().expect("allocated"));
-                    k1.backward(be, p, mid, dy, d_mid, red, hook)?;
-                    k3.backward(be, p, x, d_mid, dx, red, hook)?;
-                    be.axpy(1.0, dy, dx)?;
+                    k1.backward(be, p, mid, dy, d_mid, None, red, hook)?;
+                    // The layer's residual path (x + k1(k3(x))) enters dx inside k3's backward.
+                    k3.backward(be, p, x, d_mid, dx, Some(dy), red, hook)?;
                 }
                 Layer::Pool { argmax } => {
                     be.max_pool_bwd(PoolShape { b, c: c_in, l: l_in }, dy, argmax.as_ref().expect("allocated"), dx)?;

@@ -85,16 +85,36 @@ fn map_grad_plain<T: Real>(x: &[T], dy: &[T], dx: &mut [T], f: &impl Fn(T) -> T)
     }
 }
 
+/// v[i] = f(v[i]) in place over one row or chunk.
+#[inline(always)]
+fn map_in_place_plain<T: Real>(v: &mut [T], f: &impl Fn(T) -> T) {
+    for x in v.iter_mut() {
+        *x = f(*x);
+    }
+}
+
+/// v[i] = f(v[i]) dy[i] in place.
+#[inline(always)]
+fn map_grad_in_place_plain<T: Real>(v: &mut [T], dy: &[T], f: &impl Fn(T) -> T) {
+    for (x, &g) in v.iter_mut().zip(dy) {
+        *x = f(*x) * g;
+    }
+}
+
+/// Whether the CPU has AVX-512F, for the loops built twice (here and in `adam`).
+#[cfg(target_arch = "x86_64")]
+pub fn avx512_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
 /// The same loops compiled for AVX-512 (16 f32 lanes; the build's baseline is AVX2), chosen at run time when the CPU
 /// has it. Only lane width changes (no FMA contraction, the same operations per element), so the bits are those of
 /// the baseline loop. GELU is bound by its tanh arithmetic (~40 operations per element), which this widens.
 #[cfg(target_arch = "x86_64")]
 mod wide {
-    use super::{map_grad_plain, map_plain, Real};
+    use super::{map_grad_in_place_plain, map_grad_plain, map_in_place_plain, map_plain, Real};
 
-    pub fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
+    pub use super::avx512_available as available;
 
     /// # Safety
     /// The CPU must have AVX-512F (`available()`).
@@ -108,6 +128,20 @@ mod wide {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn map_grad<T: Real>(x: &[T], dy: &[T], dx: &mut [T], f: &impl Fn(T) -> T) {
         map_grad_plain(x, dy, dx, f)
+    }
+
+    /// # Safety
+    /// As `map`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn map_in_place<T: Real>(v: &mut [T], f: &impl Fn(T) -> T) {
+        map_in_place_plain(v, f)
+    }
+
+    /// # Safety
+    /// As `map`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn map_grad_in_place<T: Real>(v: &mut [T], dy: &[T], f: &impl Fn(T) -> T) {
+        map_grad_in_place_plain(v, dy, f)
     }
 }
 
@@ -127,6 +161,26 @@ fn map_grad_chunk<T: Real>(x: &[T], dy: &[T], dx: &mut [T], f: &impl Fn(T) -> T)
         return unsafe { wide::map_grad(x, dy, dx, f) };
     }
     map_grad_plain(x, dy, dx, f)
+}
+
+/// v = gelu(v) in place, one thread (a row of the fused BatchNorm + GELU; the same bits as `activation_fwd`).
+pub fn gelu_in_place<T: Real>(v: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide::available() {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { wide::map_in_place(v, &gelu) };
+    }
+    map_in_place_plain(v, &gelu)
+}
+
+/// v = gelu'(v) dy in place, one thread (the same bits as `activation_bwd`).
+pub fn gelu_grad_in_place<T: Real>(v: &mut [T], dy: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide::available() {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { wide::map_grad_in_place(v, dy, &gelu_grad) };
+    }
+    map_grad_in_place_plain(v, dy, &gelu_grad)
 }
 
 /// The loops are written per activation (not `apply(act, x)` per element) so that each one vectorises.
@@ -204,6 +258,16 @@ mod tests {
         // SAFETY: as above.
         unsafe { wide::map_grad(&x, &dy, &mut wide_y, &gelu_grad) };
         assert_eq!(bits(&plain), bits(&wide_y), "gelu_grad");
+        // The in-place loops of the fused BatchNorm + GELU (`gelu_in_place` and `gelu_grad_in_place` take the wide
+        // path on this CPU) against the baseline out-of-place loops.
+        map_plain(&x, &mut plain, &gelu);
+        wide_y.copy_from_slice(&x);
+        gelu_in_place(&mut wide_y);
+        assert_eq!(bits(&plain), bits(&wide_y), "gelu in place");
+        map_grad_plain(&x, &dy, &mut plain, &gelu_grad);
+        wide_y.copy_from_slice(&x);
+        gelu_grad_in_place(&mut wide_y, &dy);
+        assert_eq!(bits(&plain), bits(&wide_y), "gelu_grad in place");
     }
 
     #[test]

@@ -41,6 +41,15 @@ fn check(op: &'static str, name: &str, got: usize, want: usize) -> Result<()> {
     }
 }
 
+/// The lengths of a training-mode BatchNorm forward: [x, y] (B, C, L) and [gamma, beta, running_mean,
+/// running_var, save_mean, save_invstd] (C).
+fn check_bn_train(op: &'static str, s: BnShape, xy: [&Vec<f32>; 2], per_channel: [&Vec<f32>; 6]) -> Result<()> {
+    check(op, "x", xy[0].len(), s.x_len())?;
+    check(op, "y", xy[1].len(), s.x_len())?;
+    let names = ["gamma", "beta", "running_mean", "running_var", "save_mean", "save_invstd"];
+    names.iter().zip(per_channel).try_for_each(|(name, v)| check(op, name, v.len(), s.c))
+}
+
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Bytes = Vec<u8>;
@@ -226,19 +235,7 @@ impl Backend for CpuBackend {
         y: &mut Vec<f32>,
         red: &mut dyn Reduce,
     ) -> Result<()> {
-        const OP: &str = "batch_norm";
-        check(OP, "x", x.len(), s.x_len())?;
-        check(OP, "y", y.len(), s.x_len())?;
-        for (name, len) in [
-            ("gamma", gamma.len()),
-            ("beta", beta.len()),
-            ("running_mean", running_mean.len()),
-            ("running_var", running_var.len()),
-            ("save_mean", save_mean.len()),
-            ("save_invstd", save_invstd.len()),
-        ] {
-            check(OP, name, len, s.c)?;
-        }
+        check_bn_train("batch_norm", s, [x, y], [gamma, beta, running_mean, running_var, save_mean, save_invstd])?;
         profile::timed("bn_train_fwd", || {
             batch_norm::bn_train_fwd(s, x, gamma, beta, running_mean, running_var, save_mean, save_invstd, y, red)
         })
@@ -294,6 +291,91 @@ impl Backend for CpuBackend {
             check(OP, name, len, s.c)?;
         }
         profile::timed("bn_bwd", || batch_norm::bn_bwd(s, x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, red))
+    }
+
+    fn batch_norm_gelu_train_fwd(
+        &self,
+        s: BnShape,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        running_mean: &mut Vec<f32>,
+        running_var: &mut Vec<f32>,
+        save_mean: &mut Vec<f32>,
+        save_invstd: &mut Vec<f32>,
+        _normed: &mut Vec<f32>,
+        act: &mut Vec<f32>,
+        red: &mut dyn Reduce,
+    ) -> Result<()> {
+        let per_channel: [&Vec<f32>; 6] = [gamma, beta, running_mean, running_var, save_mean, save_invstd];
+        check_bn_train("batch_norm_gelu", s, [x, act], per_channel)?;
+        profile::timed("bn_gelu_fwd", || {
+            batch_norm::bn_gelu_train_fwd(
+                s,
+                x,
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                save_mean,
+                save_invstd,
+                act,
+                red,
+            )
+        })
+    }
+    fn batch_norm_gelu_bwd(
+        &self,
+        s: BnShape,
+        x: &Vec<f32>,
+        _normed: &Vec<f32>,
+        d_act: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        save_mean: &Vec<f32>,
+        save_invstd: &Vec<f32>,
+        skip: Option<&Vec<f32>>,
+        d_normed: &mut Vec<f32>,
+        dx: &mut Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+        red: &mut dyn Reduce,
+    ) -> Result<()> {
+        const OP: &str = "batch_norm_gelu_bwd";
+        for (name, len) in [("x", x.len()), ("d_act", d_act.len()), ("d_normed", d_normed.len()), ("dx", dx.len())] {
+            check(OP, name, len, s.x_len())?;
+        }
+        if let Some(skip) = skip {
+            check(OP, "skip", skip.len(), s.x_len())?;
+        }
+        for (name, len) in [
+            ("gamma", gamma.len()),
+            ("beta", beta.len()),
+            ("save_mean", save_mean.len()),
+            ("save_invstd", save_invstd.len()),
+            ("dgamma", dgamma.len()),
+            ("dbeta", dbeta.len()),
+        ] {
+            check(OP, name, len, s.c)?;
+        }
+        let skip = skip.map(|v| v.as_slice());
+        profile::timed("bn_gelu_bwd", || {
+            batch_norm::bn_gelu_bwd(
+                s,
+                x,
+                d_act,
+                gamma,
+                beta,
+                save_mean,
+                save_invstd,
+                skip,
+                d_normed,
+                dx,
+                dgamma,
+                dbeta,
+                red,
+            )
+        })
     }
 
     fn activation_fwd(&self, act: Activation, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
