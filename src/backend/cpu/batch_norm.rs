@@ -1,7 +1,11 @@
 //! BatchNorm1d over (B, C, L) activations (L = 1 for (B, F) matrices), as PyTorch: training mode normalises with
 //! the batch mean and biased variance over (B, L) and updates the running statistics with momentum 0.1 and the
 //! unbiased variance; eval mode uses the running statistics. Statistics are accumulated in f64 in two passes
-//! (mean, then centred squares; each row summed in interleaved lanes so the loops vectorise), each pass's per-channel partials summed across ranks through `Reduce`.
+//! (mean, then centred squares; each row summed in interleaved lanes so the loops vectorise), each pass's
+//! per-channel partials summed across ranks through `Reduce`.
+//!
+//! Also the trunk block's BatchNorm + GELU as one op (`bn_gelu_train_fwd`, `bn_gelu_bwd`): the same arithmetic as
+//! the separate ops, in fewer passes over memory, so the same bits.
 
 use rayon::prelude::*;
 
